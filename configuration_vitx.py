@@ -1,0 +1,175 @@
+"""Configuration classes for vitx: Vision Transformers as Hugging Face models.
+
+The parameter names and defaults follow vit-pytorch (``dim``, ``depth``, ``heads``,
+``mlp_dim``, ``pool`` ...); Hugging Face's standard names (``hidden_size``,
+``num_hidden_layers`` ...) read and write the same values through ``attribute_map``.
+Every value is checked at construction, so a bad config fails with a message that
+names the parameter, the value given and what is allowed.
+"""
+
+from numbers import Real
+
+from transformers import AutoConfig, PretrainedConfig
+
+# helpers
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive_int(name, value):
+    """Raise ``ValueError`` unless ``value`` is an int greater than zero."""
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    return value
+
+
+def check_probability(name, value):
+    """Raise ``ValueError`` unless ``value`` is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be a float in [0, 1], got {value!r}.")
+    return float(value)
+
+
+def check_size(name, value):
+    """Normalize an int or an (height, width) pair of positive ints.
+
+    Ints stay ints; pairs become lists, the form JSON gives back, so a config
+    survives ``save_pretrained``/``from_pretrained`` unchanged.
+    """
+    if _is_int(value):
+        return check_positive_int(name, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value):
+        return list(value)
+    raise ValueError(f"`{name}` must be a positive int or a (height, width) pair of positive ints, got {value!r}.")
+
+
+def to_pair(value):
+    """``224`` -> ``(224, 224)``; ``[224, 160]`` -> ``(224, 160)``."""
+    return (value, value) if _is_int(value) else tuple(value)
+
+
+def patch_grid(image_size, patch_size, image_name="image_size", patch_name="patch_size"):
+    """Number of patches along (height, width); raises unless the image divides into patches."""
+    (ih, iw), (ph, pw) = to_pair(image_size), to_pair(patch_size)
+    if ih % ph or iw % pw:
+        raise ValueError(
+            f"`{image_name}` {image_size!r} must be divisible by `{patch_name}` {patch_size!r} "
+            f"in both height and width."
+        )
+    return ih // ph, iw // pw
+
+
+def _set_num_labels(num_classes, kwargs):
+    """``num_classes`` is vit-pytorch's name for HF's ``num_labels``; explicit label maps win."""
+    id2label, label2id = kwargs.get("id2label"), kwargs.get("label2id")
+    if id2label is None and label2id is None:
+        kwargs.setdefault("num_labels", check_positive_int("num_classes", num_classes))
+    elif id2label is None:
+        kwargs["id2label"] = {int(index): label for label, index in label2id.items()}
+    elif label2id is None:
+        kwargs["label2id"] = {label: int(index) for index, label in id2label.items()}
+
+
+class VitxConfig(PretrainedConfig):
+    r"""Configuration of [`VitxModel`] and [`VitxForImageClassification`].
+
+    Args:
+        image_size (`int` or `(int, int)`, defaults to 224): image size, or (height, width) for rectangular images.
+        patch_size (`int` or `(int, int)`, defaults to 16): patch size; `image_size` must be divisible by it and
+            there must be more than 16 patches.
+        num_classes (`int`, defaults to 1000): number of classes; sets HF's `num_labels` / `id2label`.
+        dim (`int`, defaults to 768): token width (`hidden_size`).
+        depth (`int`, defaults to 12): number of transformer blocks (`num_hidden_layers`).
+        heads (`int`, defaults to 12): attention heads (`num_attention_heads`).
+        mlp_dim (`int`, defaults to 3072): feed-forward width (`intermediate_size`).
+        channels (`int`, defaults to 3): image channels (`num_channels`).
+        dropout (`float`, defaults to 0.0): dropout in attention and feed-forward.
+        emb_dropout (`float`, defaults to 0.0): dropout on the token embeddings.
+        pool (`str`, defaults to `"cls"`): `"cls"` (a CLS token) or `"mean"` (mean of all tokens, no CLS token).
+        dim_head (`int`, defaults to 64): width of each attention head.
+        qkv_bias (`bool`, defaults to `False`): biases on the query/key/value projection.
+        layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
+        initializer_range (`float`, defaults to 0.02): std of the truncated normal used to initialize weights.
+
+    Example:
+
+    ```python
+    >>> from configuration_vitx import VitxConfig
+    >>> config = VitxConfig(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16, mlp_dim=2048)
+    >>> config.hidden_size, config.num_labels
+    (1024, 1000)
+    ```
+    """
+
+    model_type = "vitx"
+    attribute_map = {
+        "hidden_size": "dim",
+        "num_hidden_layers": "depth",
+        "num_attention_heads": "heads",
+        "intermediate_size": "mlp_dim",
+        "num_channels": "channels",
+        "num_classes": "num_labels",
+    }
+
+    def __init__(
+        self,
+        image_size=224,
+        patch_size=16,
+        num_classes=1000,
+        dim=768,
+        depth=12,
+        heads=12,
+        mlp_dim=3072,
+        channels=3,
+        dropout=0.0,
+        emb_dropout=0.0,
+        pool="cls",
+        dim_head=64,
+        qkv_bias=False,
+        layer_norm_eps=1e-5,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        self.image_size = check_size("image_size", image_size)
+        self.patch_size = check_size("patch_size", patch_size)
+        grid_h, grid_w = patch_grid(self.image_size, self.patch_size)
+        if grid_h * grid_w <= 16:
+            raise ValueError(
+                f"`image_size` {image_size!r} with `patch_size` {patch_size!r} gives {grid_h * grid_w} patches; "
+                f"the number of patches must be greater than 16."
+            )
+        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("mlp_dim", mlp_dim),
+                            ("channels", channels), ("dim_head", dim_head)):
+            check_positive_int(name, value)
+        self.dim, self.depth, self.heads, self.mlp_dim = dim, depth, heads, mlp_dim
+        self.channels, self.dim_head = channels, dim_head
+        self.dropout = check_probability("dropout", dropout)
+        self.emb_dropout = check_probability("emb_dropout", emb_dropout)
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"`pool` must be 'cls' or 'mean', got {pool!r}.")
+        self.pool = pool
+        if not isinstance(qkv_bias, bool):
+            raise ValueError(f"`qkv_bias` must be a bool, got {qkv_bias!r}.")
+        self.qkv_bias = qkv_bias
+        if isinstance(layer_norm_eps, bool) or not isinstance(layer_norm_eps, Real) or layer_norm_eps <= 0:
+            raise ValueError(f"`layer_norm_eps` must be a positive float, got {layer_norm_eps!r}.")
+        self.layer_norm_eps = float(layer_norm_eps)
+        self.initializer_range = initializer_range
+        _set_num_labels(num_classes, kwargs)
+        super().__init__(**kwargs)
+
+    @property
+    def num_patches(self):
+        """Patches per image: (image height / patch height) x (image width / patch width)."""
+        grid_h, grid_w = patch_grid(self.image_size, self.patch_size)
+        return grid_h * grid_w
+
+
+# registration: in process through AutoConfig, and as Hub remote code via `auto_map`
+
+VitxConfig.register_for_auto_class()
+AutoConfig.register("vitx", VitxConfig, exist_ok=True)
+
+__all__ = ["VitxConfig"]

@@ -1,0 +1,132 @@
+"""Convert a vit-pytorch checkpoint into a vitx Hugging Face folder.
+
+    python scripts/convert_vit_pytorch.py --model vit --kwargs KWARGS.json \
+        --checkpoint STATE_DICT.pt --output DIR
+
+``KWARGS.json`` holds the keyword arguments the vit-pytorch model was built with;
+``STATE_DICT.pt`` its ``state_dict()`` saved with ``torch.save`` (loaded here with
+``weights_only=True``). The output folder holds safetensors weights, ``config.json``
+and the remote-code files, so it loads with ``AutoModelForImageClassification``.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from configuration_vitx import VitxConfig  # noqa: E402
+from modeling_vitx import VitxForImageClassification  # noqa: E402
+
+VIT_KWARGS = ("image_size", "patch_size", "num_classes", "dim", "depth", "heads", "mlp_dim", "pool", "channels",
+              "dim_head", "dropout", "emb_dropout")
+
+
+def _take(state_dict, key):
+    if key not in state_dict:
+        raise KeyError(f"checkpoint has no `{key}`; is it a state dict of the model named by --model?")
+    return state_dict.pop(key)
+
+
+def convert_attention(state_dict, source, target, dim):
+    """vit-pytorch ``Attention`` -> ``VitxAttention``; a missing ``to_out`` (heads == 1 and dim_head == dim) is identity."""
+    out = {f"{target}.norm.weight": _take(state_dict, f"{source}.norm.weight"),
+           f"{target}.norm.bias": _take(state_dict, f"{source}.norm.bias")}
+    if f"{source}.to_qkv.weight" in state_dict:
+        out[f"{target}.to_qkv.weight"] = _take(state_dict, f"{source}.to_qkv.weight")
+    else:  # cross_vit.py splits the projection into to_q and to_kv
+        out[f"{target}.to_qkv.weight"] = torch.cat(
+            (_take(state_dict, f"{source}.to_q.weight"), _take(state_dict, f"{source}.to_kv.weight")))
+    if f"{source}.to_out.0.weight" in state_dict:
+        out[f"{target}.to_out.weight"] = _take(state_dict, f"{source}.to_out.0.weight")
+        out[f"{target}.to_out.bias"] = _take(state_dict, f"{source}.to_out.0.bias")
+    else:
+        out[f"{target}.to_out.weight"] = torch.eye(dim)
+        out[f"{target}.to_out.bias"] = torch.zeros(dim)
+    return out
+
+
+def convert_feed_forward(state_dict, source, target):
+    """vit-pytorch ``FeedForward`` (``net``: LayerNorm, Linear, GELU, Dropout, Linear, Dropout) -> ``VitxFeedForward``."""
+    names = {"0": "norm", "1": "fc1", "4": "fc2"}
+    return {f"{target}.{name}.{p}": _take(state_dict, f"{source}.net.{index}.{p}")
+            for index, name in names.items() for p in ("weight", "bias")}
+
+
+def convert_transformer(state_dict, source, target, depth, dim):
+    """vit-pytorch ``Transformer`` (layers of [Attention, FeedForward], final norm) -> ``VitxEncoder``."""
+    out = {}
+    for i in range(depth):
+        out.update(convert_attention(state_dict, f"{source}.layers.{i}.0", f"{target}.layers.{i}.attention", dim))
+        out.update(convert_feed_forward(state_dict, f"{source}.layers.{i}.1", f"{target}.layers.{i}.feed_forward"))
+    out[f"{target}.norm.weight"] = _take(state_dict, f"{source}.norm.weight")
+    out[f"{target}.norm.bias"] = _take(state_dict, f"{source}.norm.bias")
+    return out
+
+
+def convert_patch_embedding(state_dict, source, target, dim, use_cls_token=True):
+    """``to_patch_embedding`` (Rearrange, LayerNorm, Linear, LayerNorm), CLS token and positions -> ``VitxEmbeddings``."""
+    out = {}
+    for index, name in (("1", "norm_in"), ("2", "projection"), ("3", "norm_out")):
+        for p in ("weight", "bias"):
+            out[f"{target}.patch_embeddings.{name}.{p}"] = _take(state_dict, f"{source}to_patch_embedding.{index}.{p}")
+    cls_token = _take(state_dict, f"{source}cls_token")
+    if use_cls_token:
+        out[f"{target}.cls_token"] = cls_token.reshape(1, 1, dim)
+    out[f"{target}.position_embeddings"] = _take(state_dict, f"{source}pos_embedding").reshape(1, -1, dim)
+    return out
+
+
+def convert_vit(state_dict, kwargs):
+    """A ``vit_pytorch.vit.ViT`` state dict and its kwargs -> a ``VitxForImageClassification``."""
+    unknown = set(kwargs) - set(VIT_KWARGS)
+    if unknown:
+        raise ValueError(f"unknown vit-pytorch ViT kwargs {sorted(unknown)}; allowed: {list(VIT_KWARGS)}")
+    config = VitxConfig(**kwargs)
+    state_dict = dict(state_dict)
+    dim = config.dim
+    weights = convert_patch_embedding(state_dict, "", "vitx.embeddings", dim, use_cls_token=config.pool == "cls")
+    weights.update(convert_transformer(state_dict, "transformer", "vitx.encoder", config.depth, dim))
+    weights["classifier.weight"] = _take(state_dict, "mlp_head.weight")
+    weights["classifier.bias"] = _take(state_dict, "mlp_head.bias")
+    return _build(VitxForImageClassification, config, weights, state_dict)
+
+
+def _build(model_class, config, weights, leftover):
+    if leftover:
+        raise ValueError(f"checkpoint keys that vitx cannot place: {sorted(leftover)}")
+    model = model_class(config)
+    model.load_state_dict(weights, strict=True)
+    return model.eval()
+
+
+CONVERTERS = {"vit": convert_vit}
+
+
+def convert(model_name, state_dict, kwargs):
+    """Convert with the converter registered for ``model_name`` (one of ``CONVERTERS``)."""
+    if model_name not in CONVERTERS:
+        raise ValueError(f"--model {model_name!r} is not supported; choose one of {sorted(CONVERTERS)}")
+    return CONVERTERS[model_name](state_dict, kwargs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, choices=sorted(CONVERTERS), help="the vit-pytorch model class")
+    parser.add_argument("--kwargs", required=True, help="JSON file of the model's constructor kwargs")
+    parser.add_argument("--checkpoint", required=True, help="the model's state_dict saved with torch.save")
+    parser.add_argument("--output", required=True, help="folder to write the vitx model to")
+    args = parser.parse_args(argv)
+    kwargs = json.loads(Path(args.kwargs).read_text())
+    state_dict = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    model = convert(args.model, state_dict, kwargs)
+    model.save_pretrained(args.output)
+    print(f"wrote {type(model).__name__} to {args.output}")
+    return model
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Shared test helpers: tiny configs and a fresh process that cannot see the project."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+# Runs first in the fresh process: makes the project's modules unimportable, so a
+# model can only come from the saved folder as Hub remote code.
+_HIDE_PROJECT = textwrap.dedent("""
+    import sys, importlib.abc
+    class _HideProject(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_vitx", "configuration_vitx"):
+                raise ImportError(f"{name} must not be importable in this process")
+    sys.meta_path.insert(0, _HideProject())
+""")
+
+
+def run_isolated(code, tmp_path, timeout=240):
+    """Run ``code`` in a fresh Python process whose cwd, PYTHONPATH and imports cannot see the project.
+
+    Returns what the code printed as JSON on its last line.
+    """
+    workdir = tmp_path / "isolated"
+    workdir.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", _HIDE_PROJECT + textwrap.dedent(code)], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def tiny_vit_kwargs(**overrides):
+    """A ViT small enough for a unit test: 32x32 images in 4x4 patches (64 tokens)."""
+    kwargs = dict(image_size=32, patch_size=4, num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, dim_head=8)
+    kwargs.update(overrides)
+    return kwargs
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,70 @@
+"""vit-pytorch ViT -> vitx: the converter script and numeric parity on the same weights."""
+
+import json
+
+import pytest
+import torch
+from vit_pytorch.extractor import Extractor
+from vit_pytorch.recorder import Recorder
+from vit_pytorch.vit import ViT
+
+import convert_vit_pytorch
+from conftest import tiny_vit_kwargs
+from modeling_vitx import VitxForImageClassification
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_vit_parity_logits_attentions_embeddings(pool):
+    kwargs = tiny_vit_kwargs(pool=pool, image_size=(32, 48), patch_size=(4, 8))
+    reference = ViT(**kwargs).eval()
+    model = convert_vit_pytorch.convert("vit", reference.state_dict(), kwargs)
+    img = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        out = model(img, output_attentions=True)
+        ref_logits, ref_attns = Recorder(reference)(img)
+        _, ref_embeddings = Extractor(reference)(img)
+        embeddings = model.vitx(img).last_hidden_state
+    torch.testing.assert_close(out.logits, ref_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(out.attentions, dim=1), ref_attns, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embeddings, ref_embeddings, atol=1e-5, rtol=1e-5)
+
+
+def test_single_head_without_output_projection():
+    """heads == 1 and dim_head == dim: vit-pytorch drops to_out; vitx uses an identity projection."""
+    kwargs = tiny_vit_kwargs(heads=1, dim_head=32)
+    reference = ViT(**kwargs).eval()
+    assert "transformer.layers.0.0.to_out.0.weight" not in reference.state_dict()
+    model = convert_vit_pytorch.convert("vit", reference.state_dict(), kwargs)
+    img = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(img).logits, reference(img), atol=1e-5, rtol=1e-5)
+
+
+def test_script_writes_loadable_folder(tmp_path):
+    kwargs = tiny_vit_kwargs(dropout=0.1, emb_dropout=0.1)
+    reference = ViT(**kwargs).eval()
+    (tmp_path / "kwargs.json").write_text(json.dumps(kwargs))
+    torch.save(reference.state_dict(), tmp_path / "vit.pt")
+    convert_vit_pytorch.main(["--model", "vit", "--kwargs", str(tmp_path / "kwargs.json"),
+                              "--checkpoint", str(tmp_path / "vit.pt"), "--output", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "modeling_vitx.py").exists()
+    model = VitxForImageClassification.from_pretrained(tmp_path / "out").eval()
+    assert model.config.dropout == 0.1
+    img = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(img).logits, reference(img), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs_are_named():
+    reference = ViT(**tiny_vit_kwargs())
+    with pytest.raises(ValueError, match="unknown vit-pytorch ViT kwargs \\['mystery'\\]"):
+        convert_vit_pytorch.convert("vit", reference.state_dict(), {**tiny_vit_kwargs(), "mystery": 1})
+    with pytest.raises(ValueError, match="--model 'vitt' is not supported"):
+        convert_vit_pytorch.convert("vitt", reference.state_dict(), tiny_vit_kwargs())
+    state = reference.state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="checkpoint keys that vitx cannot place: \\['extra.weight'\\]"):
+        convert_vit_pytorch.convert("vit", state, tiny_vit_kwargs())
+    with pytest.raises(KeyError, match="checkpoint has no `mlp_head.weight`"):
+        convert_vit_pytorch.convert("vit", {k: v for k, v in reference.state_dict().items() if "mlp_head" not in k},
+                                    tiny_vit_kwargs())
