@@ -323,6 +323,9 @@ def test_every_encoder_round_trips_as_remote_code(name, tmp_path):
     assert result["encoder"] == ("module" if name == "module" else name)
     with torch.no_grad():
         assert torch.equal(torch.load(tmp_path / "logits.pt"), model(img).logits)
+    again = VitxForImageClassification.from_pretrained(folder, encoder=encoder and user_encoders.Mixer()).eval()
+    with torch.no_grad():
+        assert torch.equal(again(img).logits, model(img).logits)
     bf16 = VitxForImageClassification.from_pretrained(folder, torch_dtype=torch.bfloat16, encoder=encoder and
                                                       user_encoders.Mixer()).eval()
     assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
