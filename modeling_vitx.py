@@ -7,6 +7,7 @@ for (or ``attn_implementation="eager"``), in which case it runs the explicit sof
 The architecture matches vit-pytorch's ``ViT`` so its weights carry over exactly.
 """
 
+import importlib
 from functools import partial
 
 import torch
@@ -19,8 +20,11 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 
 try:  # as Hub remote code, the config file sits beside this one in a package
     from .configuration_vitx import VitxConfig, check_positive_int, patch_grid, to_pair
-except ImportError:  # installed as top-level modules
-    from configuration_vitx import VitxConfig, check_positive_int, patch_grid, to_pair
+except ImportError:  # installed as top-level modules. Imported by name: transformers 4.x scans remote code for
+    # `from X import` lines outside try blocks and would take this fallback for a package the Hub copy needs.
+    _configuration = importlib.import_module("configuration_vitx")
+    VitxConfig, check_positive_int, patch_grid, to_pair = (
+        getattr(_configuration, name) for name in ("VitxConfig", "check_positive_int", "patch_grid", "to_pair"))
 
 # helpers
 
@@ -223,11 +227,12 @@ def _iterative_pinv(x, iterations):
 class VitxLandmarkAttention(VitxAttention):
     """Nystrom landmark attention (Xiong et al., 2021): ``VitxAttention`` with a linear-cost attend step.
 
-    Tokens are zero-padded at the front to a multiple of ``num_landmarks``; landmarks are the means of
-    consecutive groups of queries and keys; softmax(QK^T) is approximated by
-    softmax(Q K_l^T) pinv(softmax(Q_l K_l^T)) softmax(Q_l K^T), so no tokens x tokens tensor exists unless
-    the map is requested. A depthwise convolution over the values (``residual_conv_kernel``, 0 = off) adds a
-    local residual.
+    With keys and values zero-padded at the front to a multiple of ``num_landmarks`` (as nystrom-attention
+    does), landmarks are the means of consecutive groups of queries and keys, and softmax(QK^T) V is
+    approximated by softmax(Q K_l^T) pinv(softmax(Q_l K_l^T)) softmax(Q_l K^T) V. Both outer products are
+    attention ops of their own, so they run as two fused SDPA calls evaluated right to left: no
+    tokens x landmarks (let alone tokens x tokens) tensor exists unless the map is requested. A depthwise
+    convolution over the values (``residual_conv_kernel``, 0 = off) adds a local residual.
     """
 
     def __init__(self, config, dim=None, heads=None, dim_head=None, num_landmarks=256, pinv_iterations=6,
@@ -239,21 +244,22 @@ class VitxLandmarkAttention(VitxAttention):
             if residual_conv_kernel else None
 
     def attend(self, q, k, v, output_attentions):
-        tokens = q.shape[-2]
-        padding = -tokens % self.num_landmarks
-        if padding:
-            q, k, v = (F.pad(t, (0, 0, padding, 0)) for t in (q, k, v))
-        q = q * self.scale
-        q_landmarks, k_landmarks = (t.unflatten(-2, (self.num_landmarks, -1)).mean(dim=-2) for t in (q, k))
-        attn1 = (q @ k_landmarks.transpose(-1, -2)).softmax(dim=-1)
-        attn2 = (q_landmarks @ k_landmarks.transpose(-1, -2)).softmax(dim=-1)
-        attn3 = (q_landmarks @ k.transpose(-1, -2)).softmax(dim=-1)
-        attn2_inv = _iterative_pinv(attn2.float(), self.pinv_iterations).to(attn2.dtype)
-        out = (attn1 @ attn2_inv) @ (attn3 @ v)
-        if self.res_conv is not None:
+        padding = -q.shape[-2] % self.num_landmarks
+        pad = partial(F.pad, pad=(0, 0, padding, 0))
+        q_landmarks, k_landmarks = (pad(t).unflatten(-2, (self.num_landmarks, -1)).mean(dim=-2) for t in (q, k))
+        k_padded, v_padded = (pad(k), pad(v)) if padding else (k, v)
+        kernel = (q_landmarks @ k_landmarks.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
+        kernel_inv = _iterative_pinv(kernel.float(), self.pinv_iterations).to(kernel.dtype)
+        landmark_values = kernel_inv @ F.scaled_dot_product_attention(q_landmarks, k_padded, v_padded, scale=self.scale)
+        out = F.scaled_dot_product_attention(q, k_landmarks, landmark_values, scale=self.scale)
+        if self.res_conv is not None:  # the padded zeros at the front are the convolution's own zero border
             out = out + self.res_conv(v)
-        attn = (attn1 @ attn2_inv @ attn3)[..., padding:, padding:] if output_attentions else None
-        return out[..., padding:, :], attn
+        attn = None
+        if output_attentions:
+            to_landmarks = (q @ k_landmarks.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
+            from_landmarks = (q_landmarks @ k_padded.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
+            attn = (to_landmarks @ kernel_inv) @ from_landmarks[..., padding:]
+        return out, attn
 
 
 # feed-forward
@@ -534,8 +540,10 @@ class VitxPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
         elif isinstance(module, VitxEmbeddings):
             nn.init.trunc_normal_(module.position_embeddings, std=std)
             if module.cls_token is not None:
