@@ -33,6 +33,13 @@ def check_probability(name, value):
     return float(value)
 
 
+def check_bool(name, value):
+    """Raise ``ValueError`` unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a bool, got {value!r}.")
+    return value
+
+
 def check_size(name, value):
     """Normalize an int or an (height, width) pair of positive ints.
 
@@ -105,6 +112,9 @@ class VitxConfig(PretrainedConfig):
         emb_dropout (`float`, defaults to 0.0): dropout on the token embeddings.
         pool (`str`, defaults to `"cls"`): `"cls"` (a CLS token) or `"mean"` (mean of all tokens, no CLS token).
         dim_head (`int`, defaults to 64): width of each attention head.
+        patch_norm (`bool`, defaults to `True`): vit-pytorch's patch embedding, LayerNorm -> Linear -> LayerNorm on
+            the flattened patches; `False` gives the classic ViT's (HF, timm) convolution with kernel and stride
+            equal to the patch size, without the two LayerNorms.
         qkv_bias (`bool`, defaults to `False`): biases on the query/key/value projection.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
         initializer_range (`float`, defaults to 0.02): std of the truncated normal used to initialize weights.
@@ -148,6 +158,7 @@ class VitxConfig(PretrainedConfig):
         emb_dropout=0.0,
         pool="cls",
         dim_head=64,
+        patch_norm=True,
         qkv_bias=False,
         layer_norm_eps=1e-5,
         initializer_range=0.02,
@@ -173,9 +184,8 @@ class VitxConfig(PretrainedConfig):
         if pool not in ("cls", "mean"):
             raise ValueError(f"`pool` must be 'cls' or 'mean', got {pool!r}.")
         self.pool = pool
-        if not isinstance(qkv_bias, bool):
-            raise ValueError(f"`qkv_bias` must be a bool, got {qkv_bias!r}.")
-        self.qkv_bias = qkv_bias
+        self.patch_norm = check_bool("patch_norm", patch_norm)
+        self.qkv_bias = check_bool("qkv_bias", qkv_bias)
         if isinstance(layer_norm_eps, bool) or not isinstance(layer_norm_eps, Real) or layer_norm_eps <= 0:
             raise ValueError(f"`layer_norm_eps` must be a positive float, got {layer_norm_eps!r}.")
         self.layer_norm_eps = float(layer_norm_eps)

@@ -4,7 +4,8 @@ Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encode
 pretrained base, models, heads, registration. One attention module serves every
 family; it runs ``F.scaled_dot_product_attention`` unless attention maps are asked
 for (or ``attn_implementation="eager"``), in which case it runs the explicit softmax.
-The architecture matches vit-pytorch's ``ViT`` so its weights carry over exactly.
+The architecture matches vit-pytorch's ``ViT`` so its weights carry over exactly; with
+``patch_norm=False`` it is the classic ViT of HF transformers and timm.
 """
 
 import importlib
@@ -74,17 +75,29 @@ def image_classification_loss(logits, labels, config):
 
 
 class VitxPatchEmbeddings(nn.Module):
-    """Cuts an image into patches and projects each to ``dim``: LayerNorm -> Linear -> LayerNorm (vit-pytorch)."""
+    """Cuts an image into patches and projects each to ``dim``, as (batch, patches, dim) in row-major patch order.
+
+    ``config.patch_norm=True`` (vit-pytorch): LayerNorm -> Linear -> LayerNorm on the flattened patches.
+    ``config.patch_norm=False`` (the classic ViT of HF and timm): a Conv2d with kernel and stride equal to the patch.
+    """
 
     def __init__(self, config, dim, patch_size):
         super().__init__()
         self.patch_height, self.patch_width = to_pair(patch_size)
-        patch_dim = config.channels * self.patch_height * self.patch_width
-        self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
-        self.projection = nn.Linear(patch_dim, dim)
-        self.norm_out = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        # a config class without the switch (another family's) keeps vit-pytorch's embedding
+        self.patch_norm = getattr(config, "patch_norm", True)
+        if self.patch_norm:
+            patch_dim = config.channels * self.patch_height * self.patch_width
+            self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
+            self.projection = nn.Linear(patch_dim, dim)
+            self.norm_out = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        else:
+            self.projection = nn.Conv2d(config.channels, dim, kernel_size=(self.patch_height, self.patch_width),
+                                        stride=(self.patch_height, self.patch_width))
 
     def forward(self, pixel_values):
+        if not self.patch_norm:
+            return rearrange(self.projection(pixel_values), "b d h w -> b (h w) d")
         patches = rearrange(pixel_values, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=self.patch_height,
                             p2=self.patch_width)
         return self.norm_out(self.projection(self.norm_in(patches)))

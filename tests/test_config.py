@@ -50,6 +50,7 @@ def test_rectangular_sizes_round_trip(tmp_path):
     (dict(patch_size=(16, 16, 16)), "`patch_size` must be a positive int or a (height, width) pair"),
     (dict(channels=True), "`channels` must be a positive int, got True"),
     (dict(qkv_bias="yes"), "`qkv_bias` must be a bool, got 'yes'"),
+    (dict(patch_norm="no"), "`patch_norm` must be a bool, got 'no'"),
     (dict(layer_norm_eps=0), "`layer_norm_eps` must be a positive float, got 0"),
 ])
 def test_invalid_values_name_parameter_value_and_rule(kwargs, message):
