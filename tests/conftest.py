@@ -43,6 +43,19 @@ def tiny_vit_kwargs(**overrides):
     return kwargs
 
 
+
+def tiny_cross_vit_kwargs(**overrides):
+    """A CrossViT small enough for a unit test: 32x32 images, 4x4 patches (64 tokens) and 8x8 patches (16 tokens).
+
+    The streams' widths differ, so cross-attention needs its in/out projections.
+    """
+    kwargs = dict(image_size=32, num_classes=10, depth=2, sm_dim=16, sm_patch_size=4, sm_enc_depth=1, sm_enc_heads=2,
+                  sm_enc_mlp_dim=32, sm_enc_dim_head=8, lg_dim=24, lg_patch_size=8, lg_enc_depth=2, lg_enc_heads=3,
+                  lg_enc_mlp_dim=32, lg_enc_dim_head=8, cross_attn_depth=2, cross_attn_heads=2, cross_attn_dim_head=8)
+    kwargs.update(overrides)
+    return kwargs
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
