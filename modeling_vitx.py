@@ -206,7 +206,6 @@ class VitxAttention(nn.Module):
         return out, (attn if output_attentions else None)
 
 
-
 class CrossVitxCrossAttention(nn.Module):
     """CrossViT's cross-attention: one stream's CLS token attends to the other stream's patch tokens and to itself.
 
@@ -262,7 +261,6 @@ class VitxLayer(nn.Module):
         attended, attn = self.attention(hidden_states, output_attentions=output_attentions)
         hidden_states = hidden_states + attended
         return hidden_states + self.feed_forward(hidden_states), attn
-
 
 
 class CrossVitxCrossLayer(nn.Module):
@@ -325,7 +323,6 @@ class VitxEncoder(nn.Module):
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
-
 
 
 @dataclass
@@ -473,7 +470,6 @@ class VitxPreTrainedModel(PreTrainedModel):
                 nn.init.trunc_normal_(module.cls_token, std=std)
 
 
-
 class CrossVitxPreTrainedModel(VitxPreTrainedModel):
     """``VitxPreTrainedModel``'s weight initialization and Hugging Face plumbing, for CrossViT's config and classes."""
 
@@ -514,7 +510,6 @@ class VitxModel(VitxPreTrainedModel):
             hidden_states=encoded.hidden_states, attentions=encoded.attentions,
         )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
-
 
 
 class CrossVitxModel(CrossVitxPreTrainedModel):
@@ -571,7 +566,6 @@ class VitxForImageClassification(VitxPreTrainedModel):
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
         )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
-
 
 
 @dataclass
