@@ -7,6 +7,7 @@ Every value is checked at construction, so a bad config fails with a message tha
 names the parameter, the value given and what is allowed.
 """
 
+import json
 from numbers import Real
 
 from transformers import AutoConfig, PretrainedConfig
@@ -75,6 +76,21 @@ def patch_grid(image_size, patch_size, image_name="image_size", patch_name="patc
     return ih // ph, iw // pw
 
 
+def check_encoder(encoder, encoder_kwargs):
+    """``encoder`` names a registered encoder (or is a module handed over through ``from_pretrained``);
+    ``encoder_kwargs`` is a JSON-serializable dict, so the choice survives ``save_pretrained``."""
+    if not (isinstance(encoder, str) and encoder) and not hasattr(encoder, "forward"):
+        raise ValueError(f"`encoder` must be the name of a registered encoder, got {encoder!r}.")
+    encoder_kwargs = {} if encoder_kwargs is None else encoder_kwargs
+    try:
+        if not isinstance(encoder_kwargs, dict):
+            raise TypeError
+        json.dumps(encoder_kwargs)
+    except TypeError:
+        raise ValueError(f"`encoder_kwargs` must be a JSON-serializable dict, got {encoder_kwargs!r}.") from None
+    return encoder, encoder_kwargs
+
+
 def _set_num_labels(num_classes, kwargs):
     """``num_classes`` is vit-pytorch's name for HF's ``num_labels``; explicit label maps win."""
     id2label, label2id = kwargs.get("id2label"), kwargs.get("label2id")
@@ -106,6 +122,11 @@ class VitxConfig(PretrainedConfig):
         qkv_bias (`bool`, defaults to `False`): biases on the query/key/value projection.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
         initializer_range (`float`, defaults to 0.02): std of the truncated normal used to initialize weights.
+        encoder (`str`, defaults to `"vit"`): the registered encoder to build (`"vit"`, `"landmark"`,
+            `"x-transformers"`, or a name added with `modeling_vitx.register_encoder`). `"module"` records a model
+            built around a user-supplied encoder module.
+        encoder_kwargs (`dict`, defaults to `{}`): that encoder's own options, JSON-serializable (for `"landmark"`:
+            `num_landmarks`, `pinv_iterations`, `residual_conv_kernel`).
 
     Example:
 
@@ -144,6 +165,8 @@ class VitxConfig(PretrainedConfig):
         qkv_bias=False,
         layer_norm_eps=1e-5,
         initializer_range=0.02,
+        encoder="vit",
+        encoder_kwargs=None,
         **kwargs,
     ):
         self.image_size = check_size("image_size", image_size)
@@ -167,8 +190,19 @@ class VitxConfig(PretrainedConfig):
         self.qkv_bias = check_bool("qkv_bias", qkv_bias)
         self.layer_norm_eps = check_positive_float("layer_norm_eps", layer_norm_eps)
         self.initializer_range = initializer_range
+        self.encoder, self.encoder_kwargs = check_encoder(encoder, encoder_kwargs)
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
+
+    def to_dict(self):
+        """``PretrainedConfig.to_dict``; an encoder module handed to an Auto class's ``from_pretrained(...,
+        encoder=module)`` reaches the config before the model takes it, and serializes by its class name."""
+        output = super().to_dict()
+        if not isinstance(output.get("encoder"), str):
+            module = output["encoder"]
+            output["encoder"] = "module"
+            output["encoder_kwargs"] = {"class": f"{type(module).__module__}.{type(module).__qualname__}"}
+        return output
 
     @property
     def num_patches(self):

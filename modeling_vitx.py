@@ -21,10 +21,9 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.utils import ModelOutput
 
 try:  # as Hub remote code, the config file sits beside this one in a package
-    from .configuration_vitx import CrossVitxConfig, VitxConfig, patch_grid, to_pair
+    from .configuration_vitx import CrossVitxConfig, VitxConfig, check_positive_int, patch_grid, to_pair
 except ImportError:  # installed as top-level modules
-    from configuration_vitx import CrossVitxConfig, VitxConfig, patch_grid, to_pair
-
+    from configuration_vitx import CrossVitxConfig, VitxConfig, check_positive_int, patch_grid, to_pair
 
 # helpers
 
@@ -192,18 +191,72 @@ class VitxAttention(nn.Module):
         k, v = rearrange(kv, "b n (kv h d) -> kv b h n d", kv=2, h=self.heads).unbind(0)
         return rearrange(q, "b n (h d) -> b h n d", h=self.heads), k, v
 
+    def attend(self, q, k, v, output_attentions):
+        """Softmax attention: SDPA, or the explicit softmax when the map is wanted. Returns (values, map)."""
+        dropout = self.dropout if self.training else 0.0
+        if not _wants_eager(self.config, output_attentions):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), None
+        attn = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
+        return torch.matmul(F.dropout(attn, dropout), v), attn
+
     def forward(self, x, context=None, kv_include_self=False, output_attentions=False):
         x = self.norm(x)
-        q, k, v = self.project(x, context, kv_include_self)
-        dropout = self.dropout if self.training else 0.0
-        attn = None
-        if _wants_eager(self.config, output_attentions):
-            attn = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
-            out = torch.matmul(F.dropout(attn, dropout), v)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out, attn = self.attend(*self.project(x, context, kv_include_self), output_attentions)
         out = self.out_dropout(self.to_out(rearrange(out, "b h n d -> b n (h d)")))
         return out, (attn if output_attentions else None)
+
+
+def _iterative_pinv(x, iterations):
+    """Moore-Penrose pseudo-inverse of each (batch, heads) matrix in ``x`` by iterations (Razavi et al., 2014).
+
+    The starting point is scaled by the largest row and column sums over a sample's heads: nystrom-attention
+    takes them over the whole batch, which matches for a batch of one but makes a sample's result depend
+    on the rest of its batch. Here it never does.
+    """
+    abs_x = x.abs()
+    scale = abs_x.sum(dim=-1).flatten(1).amax(dim=1) * abs_x.sum(dim=-2).flatten(1).amax(dim=1)
+    z = x.transpose(-1, -2) / scale[:, None, None, None]
+    eye = torch.eye(x.shape[-1], device=x.device, dtype=x.dtype)
+    for _ in range(iterations):
+        xz = x @ z
+        z = 0.25 * z @ (13 * eye - xz @ (15 * eye - xz @ (7 * eye - xz)))
+    return z
+
+
+class VitxLandmarkAttention(VitxAttention):
+    """Nystrom landmark attention (Xiong et al., 2021): ``VitxAttention`` with a linear-cost attend step.
+
+    Tokens are zero-padded at the front to a multiple of ``num_landmarks``; landmarks are the means of
+    consecutive groups of queries and keys; softmax(QK^T) is approximated by
+    softmax(Q K_l^T) pinv(softmax(Q_l K_l^T)) softmax(Q_l K^T), so no tokens x tokens tensor exists unless
+    the map is requested. A depthwise convolution over the values (``residual_conv_kernel``, 0 = off) adds a
+    local residual.
+    """
+
+    def __init__(self, config, dim=None, heads=None, dim_head=None, num_landmarks=256, pinv_iterations=6,
+                 residual_conv_kernel=33):
+        super().__init__(config, dim, heads, dim_head)
+        self.num_landmarks, self.pinv_iterations = num_landmarks, pinv_iterations
+        self.res_conv = nn.Conv2d(self.heads, self.heads, (residual_conv_kernel, 1),
+                                  padding=(residual_conv_kernel // 2, 0), groups=self.heads, bias=False) \
+            if residual_conv_kernel else None
+
+    def attend(self, q, k, v, output_attentions):
+        tokens = q.shape[-2]
+        padding = -tokens % self.num_landmarks
+        if padding:
+            q, k, v = (F.pad(t, (0, 0, padding, 0)) for t in (q, k, v))
+        q = q * self.scale
+        q_landmarks, k_landmarks = (t.unflatten(-2, (self.num_landmarks, -1)).mean(dim=-2) for t in (q, k))
+        attn1 = (q @ k_landmarks.transpose(-1, -2)).softmax(dim=-1)
+        attn2 = (q_landmarks @ k_landmarks.transpose(-1, -2)).softmax(dim=-1)
+        attn3 = (q_landmarks @ k.transpose(-1, -2)).softmax(dim=-1)
+        attn2_inv = _iterative_pinv(attn2.float(), self.pinv_iterations).to(attn2.dtype)
+        out = (attn1 @ attn2_inv) @ (attn3 @ v)
+        if self.res_conv is not None:
+            out = out + self.res_conv(v)
+        attn = (attn1 @ attn2_inv @ attn3)[..., padding:, padding:] if output_attentions else None
+        return out[..., padding:, :], attn
 
 
 class CrossVitxCrossAttention(nn.Module):
@@ -226,7 +279,6 @@ class CrossVitxCrossAttention(nn.Module):
         attended, attn = self.attention(self.project_in(cls_token), context, kv_include_self=True,
                                         output_attentions=output_attentions)
         return self.project_out(attended), attn
-
 
 # feed-forward
 
@@ -252,9 +304,10 @@ class VitxFeedForward(nn.Module):
 class VitxLayer(nn.Module):
     """One transformer block: residual attention, then residual feed-forward."""
 
-    def __init__(self, config, dim=None, heads=None, dim_head=None, mlp_dim=None):
+    def __init__(self, config, dim=None, heads=None, dim_head=None, mlp_dim=None, attention_class=VitxAttention,
+                 attention_kwargs=None):
         super().__init__()
-        self.attention = VitxAttention(config, dim, heads, dim_head)
+        self.attention = attention_class(config, dim, heads, dim_head, **(attention_kwargs or {}))
         self.feed_forward = VitxFeedForward(config, dim, mlp_dim)
 
     def forward(self, hidden_states, output_attentions=False):
@@ -284,25 +337,30 @@ class CrossVitxCrossLayer(nn.Module):
         lg_tokens = torch.cat((lg_cls + lg_update, lg_patches), dim=1)
         return sm_tokens, lg_tokens, sm_attn, lg_attn
 
-
-# encoder
+# encoders
+#
+# Every encoder follows one contract: ``forward(hidden_states, output_attentions=False,
+# output_hidden_states=False)`` maps (batch, tokens, dim) to a ``BaseModelOutput`` whose
+# ``last_hidden_state`` has the same shape; ``hidden_states`` holds the input and each block's output
+# (depth + 1 tensors), ``attentions`` one (batch, heads, tokens, tokens) map per block. Encoders are
+# built by name from the config through one registry (``register_encoder``), the built-ins included.
 
 
 class VitxEncoder(nn.Module):
     """The standard ViT encoder: ``depth`` blocks and a final LayerNorm.
 
-    The encoder contract every vitx encoder follows: ``forward(hidden_states,
-    output_attentions=False, output_hidden_states=False)`` maps (batch, tokens, dim) to a
-    ``BaseModelOutput`` whose ``last_hidden_state`` has the same shape. ``hidden_states`` holds
-    the input and each block's output (depth + 1 tensors, before the final norm, as in HF's ViT);
-    ``attentions`` one (batch, heads, tokens, tokens) map per block.
+    ``hidden_states`` are taken before the final norm, as in HF's ViT. ``attention_class`` swaps the
+    attend step (the landmark encoder); ``final_norm=False`` leaves the norm to the classification head.
     """
 
-    def __init__(self, config, dim=None, depth=None, heads=None, dim_head=None, mlp_dim=None):
+    def __init__(self, config, dim=None, depth=None, heads=None, dim_head=None, mlp_dim=None,
+                 attention_class=VitxAttention, attention_kwargs=None, final_norm=True):
         super().__init__()
         dim, depth = dim or config.dim, depth or config.depth
-        self.layers = nn.ModuleList([VitxLayer(config, dim, heads, dim_head, mlp_dim) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.layers = nn.ModuleList([
+            VitxLayer(config, dim, heads, dim_head, mlp_dim, attention_class, attention_kwargs) for _ in range(depth)
+        ])
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if final_norm else nn.Identity()
         self.gradient_checkpointing = False
 
     def forward(self, hidden_states, output_attentions=False, output_hidden_states=False):
@@ -323,6 +381,162 @@ class VitxEncoder(nn.Module):
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
+
+
+LANDMARK_OPTIONS = {"num_landmarks": 256, "pinv_iterations": 6, "residual_conv_kernel": 33}
+
+
+def landmark_options(encoder_kwargs):
+    """``encoder_kwargs`` of the landmark encoder, checked and completed with the defaults."""
+    unknown = set(encoder_kwargs) - set(LANDMARK_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown `encoder_kwargs` {sorted(unknown)} for the 'landmark' encoder; "
+                         f"allowed: {sorted(LANDMARK_OPTIONS)}")
+    options = {**LANDMARK_OPTIONS, **encoder_kwargs}
+    for name in ("num_landmarks", "pinv_iterations"):
+        check_positive_int(name, options[name])
+    kernel = options["residual_conv_kernel"]
+    if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 0 or (kernel and kernel % 2 == 0):
+        raise ValueError(f"`residual_conv_kernel` must be 0 (off) or a positive odd int, got {kernel!r}.")
+    return options
+
+
+class LandmarkEncoder(VitxEncoder):
+    """Nystrom landmark-attention encoder for high-resolution images: the seed's ``DenseVH``.
+
+    Cost grows linearly with the token count. Pre-norm blocks of ``VitxLandmarkAttention`` and
+    ``VitxFeedForward`` with no final norm (nystrom-attention's ``Nystromformer`` layout, whose
+    weights carry over), so the classification head normalizes.
+
+    Example: ``LandmarkEncoder(dim=512, depth=12, heads=8, num_landmarks=256)``, which can be handed
+    to ``VitxForImageClassification(config, encoder=...)``; or by name with
+    ``VitxConfig(encoder="landmark", encoder_kwargs={"num_landmarks": 256})``.
+    """
+
+    def __init__(self, dim, depth, heads=8, dim_head=64, mlp_dim=None, num_landmarks=256, pinv_iterations=6,
+                 residual_conv_kernel=33, dropout=0.0, layer_norm_eps=1e-5, config=None):
+        options = landmark_options(dict(num_landmarks=num_landmarks, pinv_iterations=pinv_iterations,
+                                        residual_conv_kernel=residual_conv_kernel))
+        config = config or VitxConfig(dim=dim, depth=depth, heads=heads, dim_head=dim_head,
+                                      mlp_dim=mlp_dim or 4 * dim, dropout=dropout, layer_norm_eps=layer_norm_eps)
+        super().__init__(config, dim, depth, heads, dim_head, mlp_dim or 4 * dim,
+                         attention_class=VitxLandmarkAttention, attention_kwargs=options, final_norm=False)
+
+    @classmethod
+    def from_config(cls, config):
+        """The landmark encoder a ``VitxConfig(encoder="landmark", encoder_kwargs=...)`` describes."""
+        return cls(config.dim, config.depth, config.heads, config.dim_head, config.mlp_dim,
+                   **landmark_options(config.encoder_kwargs), config=config)
+
+
+class VitxXTransformersEncoder(nn.Module):
+    """An ``x_transformers.Encoder`` behind the vitx encoder contract; maps and states come from its intermediates.
+
+    ``hidden_states`` are the inputs of each attention block followed by the encoder's (normed) output.
+    """
+
+    def __init__(self, transformer):
+        super().__init__()
+        self.transformer = transformer
+
+    @classmethod
+    def from_config(cls, config):
+        """``x_transformers.Encoder`` from the config's dim, depth, heads, dim_head, mlp_dim, dropout + ``encoder_kwargs``."""
+        try:
+            from x_transformers import Encoder
+        except ImportError as error:
+            raise ImportError("the 'x-transformers' encoder needs the x-transformers package: "
+                              "pip install 'vitx[x-transformers]' (or pip install x-transformers)") from error
+        options = dict(dim=config.dim, depth=config.depth, heads=config.heads, attn_dim_head=config.dim_head,
+                       ff_mult=config.mlp_dim / config.dim, attn_dropout=config.dropout, ff_dropout=config.dropout)
+        return cls(Encoder(**{**options, **config.encoder_kwargs}))
+
+    def forward(self, hidden_states, output_attentions=False, output_hidden_states=False):
+        if not (output_attentions or output_hidden_states):
+            return BaseModelOutput(last_hidden_state=self.transformer(hidden_states))
+        out, intermediates = self.transformer(hidden_states, return_hiddens=True)
+        attentions = None
+        if output_attentions:
+            attentions = tuple(i.post_softmax_attn for i in intermediates.attn_intermediates)
+            if any(a is None for a in attentions):
+                raise ValueError("this x-transformers encoder does not compute attention maps (flash attention?); "
+                                 "`output_attentions=True` needs `attn_flash=False`.")
+        return BaseModelOutput(last_hidden_state=out, attentions=attentions,
+                               hidden_states=(*intermediates.hiddens, out) if output_hidden_states else None)
+
+
+class VitxModuleEncoder(nn.Module):
+    """Any ``nn.Module`` mapping (batch, tokens, dim) to the same shape, as the seed's ``transformer=``.
+
+    It returns tokens only, so asking it for attention maps or per-layer states raises.
+    """
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, hidden_states, output_attentions=False, output_hidden_states=False):
+        if output_attentions or output_hidden_states:
+            flag = "output_attentions" if output_attentions else "output_hidden_states"
+            raise ValueError(f"`{flag}=True` cannot be served: the encoder module {_qualified_name(self.module)} "
+                             f"returns tokens only. Use a built-in encoder to see attention maps and layer states.")
+        out = self.module(hidden_states)
+        if not torch.is_tensor(out) or out.shape != hidden_states.shape:
+            shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+            raise ValueError(f"the encoder module {_qualified_name(self.module)} must map (batch, tokens, dim) "
+                             f"{tuple(hidden_states.shape)} to the same shape, got {shape}.")
+        return BaseModelOutput(last_hidden_state=out)
+
+
+def _qualified_name(obj):
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+ENCODERS = {}
+
+
+def register_encoder(name, builder):
+    """Make ``VitxConfig(encoder=name)`` build ``builder(config)``, a module that follows the encoder contract."""
+    if not isinstance(name, str) or not name or name == "module":
+        raise ValueError(f"encoder names must be non-empty strings other than 'module', got {name!r}.")
+    ENCODERS[name] = builder
+
+
+def _standard_encoder(config):
+    if config.encoder_kwargs:
+        raise ValueError(f"the 'vit' encoder takes no `encoder_kwargs`, got {config.encoder_kwargs!r}.")
+    return VitxEncoder(config)
+
+
+register_encoder("vit", _standard_encoder)
+register_encoder("landmark", LandmarkEncoder.from_config)
+register_encoder("x-transformers", VitxXTransformersEncoder.from_config)
+
+
+def build_encoder(config, module=None):
+    """The encoder ``config.encoder`` names, or the given ``module`` (recorded in the config as ``"module"``)."""
+    if module is None and isinstance(config.encoder, nn.Module):  # `encoder=` that reached the config
+        module = config.encoder
+    if module is not None:
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"`encoder` must be an nn.Module, got {type(module).__name__}.")
+        config.encoder, config.encoder_kwargs = "module", {"class": _qualified_name(module)}
+        for submodule in module.modules():  # the module arrives with weights of its own: init leaves them be
+            submodule._vitx_user_weights = True
+        if isinstance(module, VitxEncoder):
+            return module
+        if type(module).__module__.startswith("x_transformers"):
+            return VitxXTransformersEncoder(module)
+        return VitxModuleEncoder(module)
+    if config.encoder == "module":
+        raise ValueError(
+            f"this model was saved with a user-supplied encoder module ({config.encoder_kwargs.get('class')}); "
+            f"pass an instance of it: from_pretrained(folder, encoder=module)."
+        )
+    if config.encoder not in ENCODERS:
+        raise ValueError(f"`encoder` {config.encoder!r} is not registered; known encoders: {sorted(ENCODERS)} "
+                         f"(add one with register_encoder(name, builder)).")
+    return ENCODERS[config.encoder](config)
 
 
 @dataclass
@@ -433,7 +647,6 @@ class CrossVitxMultiScaleEncoder(nn.Module):
             lg_cross_attentions=gather("lg_cross_attentions", output_attentions),
         )
 
-
 # pretrained base
 
 
@@ -455,8 +668,20 @@ class VitxPreTrainedModel(PreTrainedModel):
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.remote_auto_map}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, encoder=None, **kwargs):
+        """``PreTrainedModel.from_pretrained``; ``encoder=module`` restores a model saved with a user encoder module."""
+        if encoder is not None:  # a model argument, not a config value
+            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+            if isinstance(dtype, torch.dtype):  # built outside, so the requested dtype has not reached it
+                encoder = encoder.to(dtype)
+            model_args = (encoder, *model_args)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
     def _init_weights(self, module):
         std = getattr(self.config, "initializer_range", 0.02)
+        if getattr(module, "_vitx_user_weights", False):
+            return
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             nn.init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
@@ -478,23 +703,23 @@ class CrossVitxPreTrainedModel(VitxPreTrainedModel):
     remote_auto_map = {"AutoModel": "modeling_vitx.CrossVitxModel",
                        "AutoModelForImageClassification": "modeling_vitx.CrossVitxForImageClassification"}
 
-
 # models
 
 
 class VitxModel(VitxPreTrainedModel):
     """The bare ViT: image in, tokens out.
 
-    Returns ``BaseModelOutputWithPooling``: ``last_hidden_state`` (batch, tokens, dim) after the
-    final norm (vit-pytorch's ``Extractor`` embedding), ``pooler_output`` the CLS token
-    (``pool="cls"``) or the mean of all tokens (``pool="mean"``), and with the flags, the
-    per-layer ``hidden_states`` and ``attentions``.
+    Returns ``BaseModelOutputWithPooling``: ``last_hidden_state`` (batch, tokens, dim), the encoder's
+    output (for the standard encoder, after the final norm: vit-pytorch's ``Extractor`` embedding),
+    ``pooler_output`` the CLS token (``pool="cls"``) or the mean of all tokens (``pool="mean"``), and
+    with the flags, the per-layer ``hidden_states`` and ``attentions``. The encoder is the one
+    ``config.encoder`` names, or any ``encoder=`` module (see ``build_encoder``).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, encoder=None):
         super().__init__(config)
         self.embeddings = VitxEmbeddings(config)
-        self.encoder = VitxEncoder(config)
+        self.encoder = build_encoder(config, encoder)
         self.post_init()
 
     def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
@@ -541,17 +766,22 @@ class CrossVitxModel(CrossVitxPreTrainedModel):
                                       lg_pooler_output=encoded.lg_last_hidden_state[:, 0])
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
-
 # heads
 
 
 class VitxForImageClassification(VitxPreTrainedModel):
-    """ViT with a linear head on the pooled token. Returns ``ImageClassifierOutput`` (loss with ``labels``)."""
+    """ViT with a linear head on the pooled token. Returns ``ImageClassifierOutput`` (loss with ``labels``).
 
-    def __init__(self, config):
+    Encoders other than the standard one may not end with a norm, so their head normalizes before the
+    linear layer (as vit-pytorch's efficient ViT); the standard encoder keeps vit-pytorch ViT's layout.
+    """
+
+    def __init__(self, config, encoder=None):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.vitx = VitxModel(config)
+        self.vitx = VitxModel(config, encoder)
+        standard = isinstance(self.vitx.encoder, VitxEncoder) and config.encoder == "vit"
+        self.head_norm = nn.Identity() if standard else nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
         self.classifier = nn.Linear(config.dim, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
@@ -560,7 +790,7 @@ class VitxForImageClassification(VitxPreTrainedModel):
         outputs = self.vitx(pixel_values, output_attentions=output_attentions,
                             output_hidden_states=output_hidden_states,
                             interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True)
-        logits = self.classifier(outputs.pooler_output)
+        logits = self.classifier(self.head_norm(outputs.pooler_output))
         output = ImageClassifierOutput(
             loss=image_classification_loss(logits, labels, self.config), logits=logits,
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
@@ -620,7 +850,6 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
         )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
-
 # registration: in process through the Auto classes, and as Hub remote code via `auto_map`
 
 VitxModel.register_for_auto_class("AutoModel")
@@ -642,14 +871,22 @@ __all__ = [
     "CrossVitxMultiScaleBlock",
     "CrossVitxMultiScaleEncoder",
     "CrossVitxPreTrainedModel",
+    "ENCODERS",
+    "LandmarkEncoder",
     "VitxAttention",
     "VitxEmbeddings",
     "VitxEncoder",
     "VitxFeedForward",
     "VitxForImageClassification",
+    "VitxLandmarkAttention",
     "VitxLayer",
     "VitxModel",
+    "VitxModuleEncoder",
     "VitxPatchEmbeddings",
     "VitxPreTrainedModel",
+    "VitxXTransformersEncoder",
+    "build_encoder",
     "image_classification_loss",
+    "landmark_options",
+    "register_encoder",
 ]

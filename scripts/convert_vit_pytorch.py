@@ -3,10 +3,10 @@
     python scripts/convert_vit_pytorch.py --model vit --kwargs KWARGS.json \
         --checkpoint STATE_DICT.pt --output DIR
 
-``--model`` names the vit-pytorch class: ``vit`` (``vit_pytorch.vit.ViT``) or ``cross_vit``
-(``vit_pytorch.cross_vit.CrossViT``).
-
-``KWARGS.json`` holds the keyword arguments the vit-pytorch model was built with;
+``--model`` names the vit-pytorch class: ``vit`` (``vit_pytorch.vit.ViT``), ``cross_vit``
+(``vit_pytorch.cross_vit.CrossViT``) or ``efficient_nystrom`` (``vit_pytorch.efficient.ViT``
+wrapping a ``nystrom_attention.Nystromformer``; KWARGS.json then holds the ViT's arguments plus
+``"transformer"``: the Nystromformer's). ``KWARGS.json`` holds the keyword arguments the vit-pytorch model was built with;
 ``STATE_DICT.pt`` its ``state_dict()`` saved with ``torch.save`` (loaded here with
 ``weights_only=True``). The output folder holds safetensors weights, ``config.json``
 and the remote-code files, so it loads with ``AutoModelForImageClassification``.
@@ -157,7 +157,63 @@ def _build(model_class, config, weights, leftover):
     return model.eval()
 
 
-CONVERTERS = {"cross_vit": convert_cross_vit, "vit": convert_vit}
+NYSTROMFORMER_KWARGS = ("dim", "depth", "dim_head", "heads", "num_landmarks", "pinv_iterations", "attn_values_residual",
+                        "attn_values_residual_conv_kernel", "attn_dropout", "ff_dropout")
+
+
+def efficient_nystrom_config(kwargs):
+    """The ``VitxConfig`` of a ``vit_pytorch.efficient.ViT`` wrapping a ``nystrom_attention.Nystromformer``.
+
+    ``kwargs`` holds the efficient ViT's arguments with ``"transformer"``: the Nystromformer's arguments.
+    """
+    kwargs = dict(kwargs)
+    transformer = dict(kwargs.pop("transformer", None) or {})
+    unknown = set(kwargs) - {"image_size", "patch_size", "num_classes", "dim", "pool", "channels"}
+    unknown |= {f"transformer.{k}" for k in set(transformer) - set(NYSTROMFORMER_KWARGS)}
+    if unknown:
+        raise ValueError(f"unknown efficient ViT / Nystromformer kwargs {sorted(unknown)}")
+    if kwargs.get("pool", "cls") != "cls":
+        raise ValueError("the efficient ViT's pool='mean' averages the CLS token in; vitx's pool='mean' has no CLS "
+                         "token, so only pool='cls' converts.")
+    if transformer.setdefault("dim", kwargs["dim"]) != kwargs["dim"]:
+        raise ValueError(f"transformer dim {transformer['dim']} differs from the ViT's dim {kwargs['dim']}.")
+    if transformer.get("attn_dropout", 0.0) != transformer.get("ff_dropout", 0.0):
+        raise ValueError("vitx has one `dropout`; attn_dropout and ff_dropout must be equal to convert.")
+    residual = transformer.get("attn_values_residual", True)
+    return VitxConfig(
+        image_size=kwargs["image_size"], patch_size=kwargs["patch_size"], num_classes=kwargs["num_classes"],
+        channels=kwargs.get("channels", 3), dim=kwargs["dim"], depth=transformer["depth"],
+        heads=transformer.get("heads", 8), dim_head=transformer.get("dim_head", 64), mlp_dim=4 * kwargs["dim"],
+        dropout=transformer.get("attn_dropout", 0.0), encoder="landmark",
+        encoder_kwargs=dict(num_landmarks=transformer.get("num_landmarks", 256),
+                            pinv_iterations=transformer.get("pinv_iterations", 6),
+                            residual_conv_kernel=transformer.get("attn_values_residual_conv_kernel", 33) if residual else 0),
+    )
+
+
+def convert_efficient_nystrom(state_dict, kwargs):
+    """A ``vit_pytorch.efficient.ViT`` + ``Nystromformer`` state dict -> a landmark-encoder ``VitxForImageClassification``."""
+    config = efficient_nystrom_config(kwargs)
+    state_dict, dim = dict(state_dict), config.dim
+    weights = convert_patch_embedding(state_dict, "", "vitx.embeddings", dim)
+    for i in range(config.depth):
+        source, target = f"transformer.layers.{i}", f"vitx.encoder.layers.{i}"
+        for p in ("weight", "bias"):
+            weights[f"{target}.attention.norm.{p}"] = _take(state_dict, f"{source}.0.norm.{p}")
+            weights[f"{target}.attention.to_out.{p}"] = _take(state_dict, f"{source}.0.fn.to_out.0.{p}")
+            weights[f"{target}.feed_forward.norm.{p}"] = _take(state_dict, f"{source}.1.norm.{p}")
+            weights[f"{target}.feed_forward.fc1.{p}"] = _take(state_dict, f"{source}.1.fn.net.0.{p}")
+            weights[f"{target}.feed_forward.fc2.{p}"] = _take(state_dict, f"{source}.1.fn.net.3.{p}")
+        weights[f"{target}.attention.to_qkv.weight"] = _take(state_dict, f"{source}.0.fn.to_qkv.weight")
+        if config.encoder_kwargs["residual_conv_kernel"]:
+            weights[f"{target}.attention.res_conv.weight"] = _take(state_dict, f"{source}.0.fn.res_conv.weight")
+    for p in ("weight", "bias"):
+        weights[f"head_norm.{p}"] = _take(state_dict, f"mlp_head.0.{p}")
+        weights[f"classifier.{p}"] = _take(state_dict, f"mlp_head.1.{p}")
+    return _build(VitxForImageClassification, config, weights, state_dict)
+
+
+CONVERTERS = {"vit": convert_vit, "cross_vit": convert_cross_vit, "efficient_nystrom": convert_efficient_nystrom}
 
 
 def convert(model_name, state_dict, kwargs):

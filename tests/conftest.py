@@ -9,6 +9,8 @@ import textwrap
 import pytest
 import torch
 
+PROJECT_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
 # Runs first in the fresh process: makes the project's modules unimportable, so a
 # model can only come from the saved folder as Hub remote code.
 _HIDE_PROJECT = textwrap.dedent("""
@@ -21,8 +23,9 @@ _HIDE_PROJECT = textwrap.dedent("""
 """)
 
 
-def run_isolated(code, tmp_path, timeout=240):
-    """Run ``code`` in a fresh Python process whose cwd, PYTHONPATH and imports cannot see the project.
+def run_isolated(code, tmp_path, timeout=240, hide_project=True):
+    """Run ``code`` in a fresh Python process whose cwd, PYTHONPATH and imports cannot see the project
+    (with ``hide_project=False``, a fresh process that imports it, e.g. to measure its peak memory).
 
     Returns what the code printed as JSON on its last line.
     """
@@ -30,7 +33,10 @@ def run_isolated(code, tmp_path, timeout=240):
     workdir.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-c", _HIDE_PROJECT + textwrap.dedent(code)], cwd=workdir, env=env,
+    if not hide_project:
+        env["PYTHONPATH"] = str(PROJECT_ROOT)
+    prelude = _HIDE_PROJECT if hide_project else ""
+    result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
