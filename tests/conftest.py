@@ -62,6 +62,23 @@ def tiny_cross_vit_kwargs(**overrides):
     return kwargs
 
 
+def assert_checkpointing_keeps_gradients(model, img, labels):
+    """``gradient_checkpointing_enable()`` must leave every parameter's gradient as it was (train mode, no dropout)."""
+    model.train()
+
+    def grads():
+        model.zero_grad()
+        model(img, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain = grads()
+    model.gradient_checkpointing_enable()
+    checkpointed = grads()
+    assert checkpointed.keys() == plain.keys()
+    for name, grad in checkpointed.items():
+        torch.testing.assert_close(grad, plain[name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
