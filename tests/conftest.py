@@ -79,6 +79,18 @@ def assert_checkpointing_keeps_gradients(model, img, labels):
         torch.testing.assert_close(grad, plain[name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
+def convert_with_script(tmp_path, model_name, reference, kwargs):
+    """Run the converter's command line on ``reference``'s saved state dict and kwargs; returns the output folder."""
+    import convert_vit_pytorch
+
+    (tmp_path / "kwargs.json").write_text(json.dumps(kwargs))
+    torch.save(reference.state_dict(), tmp_path / "checkpoint.pt")
+    convert_vit_pytorch.main(["--model", model_name, "--kwargs", str(tmp_path / "kwargs.json"),
+                              "--checkpoint", str(tmp_path / "checkpoint.pt"), "--output", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "modeling_vitx.py").exists()
+    return tmp_path / "out"
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -1,15 +1,13 @@
 """vit-pytorch CrossViT -> vitx: the converter, and numeric parity of logits, both streams' embeddings and every
 attention map (self and cross) on the same weights, including the dense-fusion configuration."""
 
-import json
-
 import pytest
 import torch
 from vit_pytorch.cross_vit import CrossViT
 from vit_pytorch.extractor import Extractor
 
 import convert_vit_pytorch
-from conftest import tiny_cross_vit_kwargs
+from conftest import convert_with_script, tiny_cross_vit_kwargs
 from modeling_vitx import CrossVitxForImageClassification
 
 
@@ -94,12 +92,8 @@ def test_dense_fusion_every_layer():
 def test_script_writes_loadable_folder(tmp_path):
     kwargs = tiny_cross_vit_kwargs(dropout=0.2, emb_dropout=0.05)
     reference = CrossViT(**kwargs).eval()
-    (tmp_path / "kwargs.json").write_text(json.dumps(kwargs))
-    torch.save(reference.state_dict(), tmp_path / "cross_vit.pt")
-    convert_vit_pytorch.main(["--model", "cross_vit", "--kwargs", str(tmp_path / "kwargs.json"),
-                              "--checkpoint", str(tmp_path / "cross_vit.pt"), "--output", str(tmp_path / "out")])
-    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "modeling_vitx.py").exists()
-    model = CrossVitxForImageClassification.from_pretrained(tmp_path / "out").eval()
+    folder = convert_with_script(tmp_path, "cross_vit", reference, kwargs)
+    model = CrossVitxForImageClassification.from_pretrained(folder).eval()
     assert (model.config.dropout, model.config.emb_dropout) == (0.2, 0.05)
     img = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
