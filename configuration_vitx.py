@@ -33,6 +33,13 @@ def check_probability(name, value):
     return float(value)
 
 
+def check_positive_float(name, value):
+    """Raise ``ValueError`` unless ``value`` is a number greater than zero."""
+    if isinstance(value, bool) or not isinstance(value, Real) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive float, got {value!r}.")
+    return float(value)
+
+
 def check_bool(name, value):
     """Raise ``ValueError`` unless ``value`` is a bool."""
     if not isinstance(value, bool):
@@ -186,9 +193,7 @@ class VitxConfig(PretrainedConfig):
         self.pool = pool
         self.patch_norm = check_bool("patch_norm", patch_norm)
         self.qkv_bias = check_bool("qkv_bias", qkv_bias)
-        if isinstance(layer_norm_eps, bool) or not isinstance(layer_norm_eps, Real) or layer_norm_eps <= 0:
-            raise ValueError(f"`layer_norm_eps` must be a positive float, got {layer_norm_eps!r}.")
-        self.layer_norm_eps = float(layer_norm_eps)
+        self.layer_norm_eps = check_positive_float("layer_norm_eps", layer_norm_eps)
         self.initializer_range = initializer_range
         self.encoder, self.encoder_kwargs = check_encoder(encoder, encoder_kwargs)
         _set_num_labels(num_classes, kwargs)
@@ -211,9 +216,138 @@ class VitxConfig(PretrainedConfig):
         return grid_h * grid_w
 
 
+class CrossVitxConfig(PretrainedConfig):
+    r"""Configuration of [`CrossVitxModel`] and [`CrossVitxForImageClassification`] (CrossViT, the "Two Stream ViT").
+
+    Two ViTs see the same image at two patch sizes: a small-patch stream (``sm_*``, many tokens) and a
+    large-patch stream (``lg_*``, few tokens). Each of the ``depth`` multi-scale blocks runs both streams'
+    transformers, then ``cross_attn_depth`` rounds of cross-attention in which each stream's CLS token
+    attends to the other stream's patch tokens (and to itself). With ``sm_enc_depth = lg_enc_depth = 1``
+    the streams fuse after every layer.
+
+    Names and defaults follow vit-pytorch's ``CrossViT``. vit-pytorch has no defaults for ``image_size``,
+    ``num_classes``, ``sm_dim`` and ``lg_dim``; here they default to the CrossViT paper's 240x240 images
+    (which both default patch sizes, 12 and 16, divide) with the seed's 192 / 384 dims.
+
+    Args:
+        image_size (`int` or `(int, int)`, defaults to 240): image size, or (height, width); both patch sizes must
+            divide it.
+        num_classes (`int`, defaults to 1000): number of classes; sets HF's `num_labels` / `id2label`.
+        depth (`int`, defaults to 3): number of multi-scale blocks (`num_hidden_layers`).
+        sm_dim (`int`, defaults to 192): token width of the small-patch stream. `hidden_size` reads and writes it,
+            because the small-patch stream is the high-resolution one the model is usually named after.
+        sm_patch_size (`int` or `(int, int)`, defaults to 12): patch size of the small-patch stream; must be smaller
+            than `lg_patch_size`.
+        sm_enc_depth (`int`, defaults to 1): transformer blocks of the small-patch stream per multi-scale block.
+        sm_enc_heads (`int`, defaults to 8): attention heads of the small-patch stream.
+        sm_enc_mlp_dim (`int`, defaults to 2048): feed-forward width of the small-patch stream.
+        sm_enc_dim_head (`int`, defaults to 64): width of each attention head of the small-patch stream.
+        lg_dim (`int`, defaults to 384): token width of the large-patch stream.
+        lg_patch_size (`int` or `(int, int)`, defaults to 16): patch size of the large-patch stream.
+        lg_enc_depth (`int`, defaults to 4): transformer blocks of the large-patch stream per multi-scale block.
+        lg_enc_heads (`int`, defaults to 8): attention heads of the large-patch stream.
+        lg_enc_mlp_dim (`int`, defaults to 2048): feed-forward width of the large-patch stream.
+        lg_enc_dim_head (`int`, defaults to 64): width of each attention head of the large-patch stream.
+        cross_attn_depth (`int`, defaults to 2): cross-attention rounds per multi-scale block.
+        cross_attn_heads (`int`, defaults to 8): cross-attention heads.
+        cross_attn_dim_head (`int`, defaults to 64): width of each cross-attention head.
+        dropout (`float`, defaults to 0.1): dropout in attention and feed-forward.
+        emb_dropout (`float`, defaults to 0.1): dropout on the token embeddings.
+        channels (`int`, defaults to 3): image channels (`num_channels`).
+        qkv_bias (`bool`, defaults to `False`): biases on the query/key/value projections.
+        layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
+        initializer_range (`float`, defaults to 0.02): std of the truncated normal used to initialize weights.
+
+    Example:
+
+    ```python
+    >>> from configuration_vitx import CrossVitxConfig
+    >>> config = CrossVitxConfig(image_size=256, num_classes=1000, depth=4, sm_dim=192, sm_patch_size=16,
+    ...                          sm_enc_depth=2, lg_dim=384, lg_patch_size=64, lg_enc_depth=3)
+    >>> config.hidden_size, config.sm_num_patches, config.lg_num_patches
+    (192, 256, 16)
+    ```
+    """
+
+    model_type = "crossvitx"
+    attribute_map = {
+        "hidden_size": "sm_dim",
+        "num_hidden_layers": "depth",
+        "num_channels": "channels",
+        "num_classes": "num_labels",
+    }
+
+    def __init__(
+        self,
+        image_size=240,
+        num_classes=1000,
+        depth=3,
+        sm_dim=192,
+        sm_patch_size=12,
+        sm_enc_depth=1,
+        sm_enc_heads=8,
+        sm_enc_mlp_dim=2048,
+        sm_enc_dim_head=64,
+        lg_dim=384,
+        lg_patch_size=16,
+        lg_enc_depth=4,
+        lg_enc_heads=8,
+        lg_enc_mlp_dim=2048,
+        lg_enc_dim_head=64,
+        cross_attn_depth=2,
+        cross_attn_heads=8,
+        cross_attn_dim_head=64,
+        dropout=0.1,
+        emb_dropout=0.1,
+        channels=3,
+        qkv_bias=False,
+        layer_norm_eps=1e-5,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        self.image_size = check_size("image_size", image_size)
+        self.sm_patch_size = check_size("sm_patch_size", sm_patch_size)
+        self.lg_patch_size = check_size("lg_patch_size", lg_patch_size)
+        patch_grid(self.image_size, self.sm_patch_size, patch_name="sm_patch_size")
+        patch_grid(self.image_size, self.lg_patch_size, patch_name="lg_patch_size")
+        if any(sm >= lg for sm, lg in zip(to_pair(self.sm_patch_size), to_pair(self.lg_patch_size))):
+            raise ValueError(
+                f"`sm_patch_size` {sm_patch_size!r} must be smaller than `lg_patch_size` {lg_patch_size!r} "
+                f"in both height and width."
+            )
+        sizes = dict(depth=depth, sm_dim=sm_dim, sm_enc_depth=sm_enc_depth, sm_enc_heads=sm_enc_heads,
+                     sm_enc_mlp_dim=sm_enc_mlp_dim, sm_enc_dim_head=sm_enc_dim_head, lg_dim=lg_dim,
+                     lg_enc_depth=lg_enc_depth, lg_enc_heads=lg_enc_heads, lg_enc_mlp_dim=lg_enc_mlp_dim,
+                     lg_enc_dim_head=lg_enc_dim_head, cross_attn_depth=cross_attn_depth,
+                     cross_attn_heads=cross_attn_heads, cross_attn_dim_head=cross_attn_dim_head, channels=channels)
+        for name, value in sizes.items():
+            setattr(self, name, check_positive_int(name, value))
+        self.dropout = check_probability("dropout", dropout)
+        self.emb_dropout = check_probability("emb_dropout", emb_dropout)
+        self.qkv_bias = check_bool("qkv_bias", qkv_bias)
+        self.layer_norm_eps = check_positive_float("layer_norm_eps", layer_norm_eps)
+        self.initializer_range = initializer_range
+        _set_num_labels(num_classes, kwargs)
+        super().__init__(**kwargs)
+
+    @property
+    def sm_num_patches(self):
+        """Patches per image in the small-patch stream."""
+        grid_h, grid_w = patch_grid(self.image_size, self.sm_patch_size, patch_name="sm_patch_size")
+        return grid_h * grid_w
+
+    @property
+    def lg_num_patches(self):
+        """Patches per image in the large-patch stream."""
+        grid_h, grid_w = patch_grid(self.image_size, self.lg_patch_size, patch_name="lg_patch_size")
+        return grid_h * grid_w
+
+
 # registration: in process through AutoConfig, and as Hub remote code via `auto_map`
 
 VitxConfig.register_for_auto_class()
 AutoConfig.register("vitx", VitxConfig, exist_ok=True)
+CrossVitxConfig.register_for_auto_class()
+AutoConfig.register("crossvitx", CrossVitxConfig, exist_ok=True)
 
-__all__ = ["VitxConfig"]
+__all__ = ["CrossVitxConfig", "VitxConfig"]

@@ -4,12 +4,14 @@ Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encode
 pretrained base, models, heads, registration. One attention module serves every
 family; it runs ``F.scaled_dot_product_attention`` unless attention maps are asked
 for (or ``attn_implementation="eager"``), in which case it runs the explicit softmax.
-The architecture matches vit-pytorch's ``ViT`` so its weights carry over exactly; with
-``patch_norm=False`` it is the classic ViT of HF transformers and timm.
+The architectures match vit-pytorch's ``ViT`` and ``CrossViT`` so their weights carry over exactly; with
+``patch_norm=False`` the ViT is the classic ViT of HF transformers and timm.
 """
 
 import importlib
+from dataclasses import dataclass
 from functools import partial
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,14 +20,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel, AutoModelForImageClassification, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.utils import ModelOutput
 
 try:  # as Hub remote code, the config file sits beside this one in a package
-    from .configuration_vitx import VitxConfig, check_positive_int, patch_grid, to_pair
+    from .configuration_vitx import CrossVitxConfig, VitxConfig, check_positive_int, patch_grid, to_pair
 except ImportError:  # installed as top-level modules. Imported by name: transformers 4.x scans remote code for
     # `from X import` lines outside try blocks and would take this fallback for a package the Hub copy needs.
     _configuration = importlib.import_module("configuration_vitx")
-    VitxConfig, check_positive_int, patch_grid, to_pair = (
-        getattr(_configuration, name) for name in ("VitxConfig", "check_positive_int", "patch_grid", "to_pair"))
+    CrossVitxConfig, VitxConfig, check_positive_int, patch_grid, to_pair = (
+        getattr(_configuration, name)
+        for name in ("CrossVitxConfig", "VitxConfig", "check_positive_int", "patch_grid", "to_pair"))
 
 # helpers
 
@@ -275,6 +279,27 @@ class VitxLandmarkAttention(VitxAttention):
         return out, attn
 
 
+class CrossVitxCrossAttention(nn.Module):
+    """CrossViT's cross-attention: one stream's CLS token attends to the other stream's patch tokens and to itself.
+
+    The CLS token (width ``dim``) is projected to the other stream's width ``context_dim`` when the two
+    differ, attends through ``VitxAttention`` (keys and values: the normed CLS token, then ``context``)
+    and is projected back, as vit-pytorch's ``ProjectInOut``. Returns ``(update, map or None)``; the
+    caller adds the residual. The map is (batch, cross_attn_heads, 1, 1 + context tokens).
+    """
+
+    def __init__(self, config, dim, context_dim):
+        super().__init__()
+        project = dim != context_dim
+        self.project_in = nn.Linear(dim, context_dim) if project else nn.Identity()
+        self.attention = VitxAttention(config, context_dim, config.cross_attn_heads, config.cross_attn_dim_head)
+        self.project_out = nn.Linear(context_dim, dim) if project else nn.Identity()
+
+    def forward(self, cls_token, context, output_attentions=False):
+        attended, attn = self.attention(self.project_in(cls_token), context, kv_include_self=True,
+                                        output_attentions=output_attentions)
+        return self.project_out(attended), attn
+
 # feed-forward
 
 
@@ -310,6 +335,27 @@ class VitxLayer(nn.Module):
         hidden_states = hidden_states + attended
         return hidden_states + self.feed_forward(hidden_states), attn
 
+
+class CrossVitxCrossLayer(nn.Module):
+    """One cross-attention round: each stream's CLS token attends to the other stream's patch tokens.
+
+    Patch tokens pass through unchanged; both directions read this round's input, as in vit-pytorch.
+    Returns ``(sm_tokens, lg_tokens, sm_map, lg_map)``; the maps are ``None`` unless requested.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.sm_attend_lg = CrossVitxCrossAttention(config, config.sm_dim, config.lg_dim)
+        self.lg_attend_sm = CrossVitxCrossAttention(config, config.lg_dim, config.sm_dim)
+
+    def forward(self, sm_tokens, lg_tokens, output_attentions=False):
+        sm_cls, sm_patches = sm_tokens[:, :1], sm_tokens[:, 1:]
+        lg_cls, lg_patches = lg_tokens[:, :1], lg_tokens[:, 1:]
+        sm_update, sm_attn = self.sm_attend_lg(sm_cls, lg_patches, output_attentions)
+        lg_update, lg_attn = self.lg_attend_sm(lg_cls, sm_patches, output_attentions)
+        sm_tokens = torch.cat((sm_cls + sm_update, sm_patches), dim=1)
+        lg_tokens = torch.cat((lg_cls + lg_update, lg_patches), dim=1)
+        return sm_tokens, lg_tokens, sm_attn, lg_attn
 
 # encoders
 #
@@ -513,6 +559,114 @@ def build_encoder(config, module=None):
     return ENCODERS[config.encoder](config)
 
 
+@dataclass
+class CrossVitxModelOutput(ModelOutput):
+    r"""Output of [`CrossVitxModel`]: both streams' tokens and, with the flags, what happened inside.
+
+    Shapes, with ``N_sm`` / ``N_lg`` the small- / large-patch stream's patches per image (the seed's
+    CrossViT on 256x256 images: ``N_sm = 256``, ``N_lg = 16``):
+
+    Args:
+        sm_last_hidden_state (`(batch, 1 + N_sm, sm_dim)`): the small-patch stream's tokens out of the
+            multi-scale encoder (CLS first), vit-pytorch's ``Extractor(layer_name="multi_scale_encoder")``
+            small-scale embedding.
+        lg_last_hidden_state (`(batch, 1 + N_lg, lg_dim)`): the large-patch stream's tokens, likewise.
+        sm_pooler_output (`(batch, sm_dim)`): the small-patch stream's CLS token.
+        lg_pooler_output (`(batch, lg_dim)`): the large-patch stream's CLS token.
+        sm_hidden_states (tuple of `(batch, 1 + N_sm, sm_dim)`, with `output_hidden_states`): for each
+            multi-scale block, the tokens entering it and the output of each of its ``sm_enc_depth``
+            transformer layers (before the encoder's final norm), then ``sm_last_hidden_state``:
+            ``depth * (sm_enc_depth + 1) + 1`` tensors.
+        lg_hidden_states (tuple of `(batch, 1 + N_lg, lg_dim)`, with `output_hidden_states`): likewise,
+            ``depth * (lg_enc_depth + 1) + 1`` tensors.
+        sm_attentions (tuple of `(batch, sm_enc_heads, 1 + N_sm, 1 + N_sm)`, with `output_attentions`): the
+            small-patch stream's self-attention maps (post-softmax), one per transformer layer:
+            ``depth * sm_enc_depth`` maps.
+        lg_attentions (tuple of `(batch, lg_enc_heads, 1 + N_lg, 1 + N_lg)`, with `output_attentions`):
+            likewise, ``depth * lg_enc_depth`` maps.
+        sm_cross_attentions (tuple of `(batch, cross_attn_heads, 1, 1 + N_lg)`, with `output_attentions`):
+            the small-patch CLS token attending to itself (key 0) and the large-patch stream's patch
+            tokens, one map per cross-attention round: ``depth * cross_attn_depth`` maps.
+        lg_cross_attentions (tuple of `(batch, cross_attn_heads, 1, 1 + N_sm)`, with `output_attentions`):
+            the large-patch CLS token attending to itself and the small-patch stream's patch tokens.
+    """
+
+    sm_last_hidden_state: Optional[torch.FloatTensor] = None
+    lg_last_hidden_state: Optional[torch.FloatTensor] = None
+    sm_pooler_output: Optional[torch.FloatTensor] = None
+    lg_pooler_output: Optional[torch.FloatTensor] = None
+    sm_hidden_states: Optional[tuple] = None
+    lg_hidden_states: Optional[tuple] = None
+    sm_attentions: Optional[tuple] = None
+    lg_attentions: Optional[tuple] = None
+    sm_cross_attentions: Optional[tuple] = None
+    lg_cross_attentions: Optional[tuple] = None
+
+
+class CrossVitxMultiScaleBlock(nn.Module):
+    """One multi-scale block: each stream's ``VitxEncoder``, then ``cross_attn_depth`` cross-attention rounds.
+
+    Returns a ``CrossVitxModelOutput`` for this block (no pooled tokens; the hidden states without
+    the block's output, which is the next block's input).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.sm_encoder = VitxEncoder(config, config.sm_dim, config.sm_enc_depth, config.sm_enc_heads,
+                                      config.sm_enc_dim_head, config.sm_enc_mlp_dim)
+        self.lg_encoder = VitxEncoder(config, config.lg_dim, config.lg_enc_depth, config.lg_enc_heads,
+                                      config.lg_enc_dim_head, config.lg_enc_mlp_dim)
+        self.cross_layers = nn.ModuleList([CrossVitxCrossLayer(config) for _ in range(config.cross_attn_depth)])
+
+    def forward(self, sm_tokens, lg_tokens, output_attentions=False, output_hidden_states=False):
+        sm = self.sm_encoder(sm_tokens, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        lg = self.lg_encoder(lg_tokens, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        sm_tokens, lg_tokens = sm.last_hidden_state, lg.last_hidden_state
+        sm_cross, lg_cross = [], []
+        for layer in self.cross_layers:
+            sm_tokens, lg_tokens, sm_attn, lg_attn = layer(sm_tokens, lg_tokens, output_attentions=output_attentions)
+            sm_cross.append(sm_attn)
+            lg_cross.append(lg_attn)
+        return CrossVitxModelOutput(
+            sm_last_hidden_state=sm_tokens, lg_last_hidden_state=lg_tokens,
+            sm_hidden_states=sm.hidden_states, lg_hidden_states=lg.hidden_states,
+            sm_attentions=sm.attentions, lg_attentions=lg.attentions,
+            sm_cross_attentions=tuple(sm_cross) if output_attentions else None,
+            lg_cross_attentions=tuple(lg_cross) if output_attentions else None,
+        )
+
+
+class CrossVitxMultiScaleEncoder(nn.Module):
+    """CrossViT's multi-scale encoder: ``depth`` blocks over the small- and large-patch token streams.
+
+    ``forward(sm_tokens, lg_tokens, output_attentions=False, output_hidden_states=False)`` returns a
+    ``CrossVitxModelOutput`` without pooled tokens; its docstring gives every shape.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.layers = nn.ModuleList([CrossVitxMultiScaleBlock(config) for _ in range(config.depth)])
+
+    def forward(self, sm_tokens, lg_tokens, output_attentions=False, output_hidden_states=False):
+        blocks = []
+        for block in self.layers:
+            blocks.append(block(sm_tokens, lg_tokens, output_attentions=output_attentions,
+                                output_hidden_states=output_hidden_states))
+            sm_tokens, lg_tokens = blocks[-1].sm_last_hidden_state, blocks[-1].lg_last_hidden_state
+
+        def gather(name, wanted, last=()):
+            return tuple(t for block in blocks for t in getattr(block, name)) + last if wanted else None
+
+        return CrossVitxModelOutput(
+            sm_last_hidden_state=sm_tokens, lg_last_hidden_state=lg_tokens,
+            sm_hidden_states=gather("sm_hidden_states", output_hidden_states, (sm_tokens,)),
+            lg_hidden_states=gather("lg_hidden_states", output_hidden_states, (lg_tokens,)),
+            sm_attentions=gather("sm_attentions", output_attentions),
+            lg_attentions=gather("lg_attentions", output_attentions),
+            sm_cross_attentions=gather("sm_cross_attentions", output_attentions),
+            lg_cross_attentions=gather("lg_cross_attentions", output_attentions),
+        )
+
 # pretrained base
 
 
@@ -563,6 +717,14 @@ class VitxPreTrainedModel(PreTrainedModel):
                 nn.init.trunc_normal_(module.cls_token, std=std)
 
 
+class CrossVitxPreTrainedModel(VitxPreTrainedModel):
+    """``VitxPreTrainedModel``'s weight initialization and Hugging Face plumbing, for CrossViT's config and classes."""
+
+    config_class = CrossVitxConfig
+    _no_split_modules = ["VitxEmbeddings", "VitxLayer", "CrossVitxCrossLayer"]
+    remote_auto_map = {"AutoModel": "modeling_vitx.CrossVitxModel",
+                       "AutoModelForImageClassification": "modeling_vitx.CrossVitxForImageClassification"}
+
 # models
 
 
@@ -597,6 +759,35 @@ class VitxModel(VitxPreTrainedModel):
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
 
+class CrossVitxModel(CrossVitxPreTrainedModel):
+    """The bare CrossViT (the seed's "Two Stream ViT"): image in, both streams' tokens out.
+
+    The image is embedded twice, in ``sm_patch_size`` and in ``lg_patch_size`` patches (each stream with
+    its CLS token), and the two token streams go through the multi-scale encoder. Returns
+    ``CrossVitxModelOutput`` (shapes in its docstring). ``interpolate_pos_encoding=True`` runs at an
+    image size both patch sizes divide.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.sm_embeddings = VitxEmbeddings(config, config.sm_dim, config.sm_patch_size, use_cls_token=True)
+        self.lg_embeddings = VitxEmbeddings(config, config.lg_dim, config.lg_patch_size, use_cls_token=True)
+        self.encoder = CrossVitxMultiScaleEncoder(config)
+        self.post_init()
+
+    def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
+                interpolate_pos_encoding=False, return_dict=None, **kwargs):
+        output_attentions = _flag(output_attentions, self.config, "output_attentions")
+        output_hidden_states = _flag(output_hidden_states, self.config, "output_hidden_states")
+        encoded = self.encoder(
+            self.sm_embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding),
+            self.lg_embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding),
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )
+        output = CrossVitxModelOutput(**encoded, sm_pooler_output=encoded.sm_last_hidden_state[:, 0],
+                                      lg_pooler_output=encoded.lg_last_hidden_state[:, 0])
+        return output if _return_dict(return_dict, self.config) else output.to_tuple()
+
 # heads
 
 
@@ -629,14 +820,79 @@ class VitxForImageClassification(VitxPreTrainedModel):
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
 
+@dataclass
+class CrossVitxImageClassifierOutput(ImageClassifierOutput):
+    r"""Output of [`CrossVitxForImageClassification`]: an ``ImageClassifierOutput`` with per-stream internals.
+
+    ``loss`` and ``logits`` as any HF classifier. The two streams' tokens have different shapes, so
+    ``hidden_states`` and ``attentions`` stay ``None``; the flags fill the per-stream fields instead,
+    with the shapes [`CrossVitxModelOutput`] documents: ``sm_hidden_states``, ``lg_hidden_states``,
+    ``sm_attentions``, ``lg_attentions``, ``sm_cross_attentions``, ``lg_cross_attentions``.
+    """
+
+    sm_hidden_states: Optional[tuple] = None
+    lg_hidden_states: Optional[tuple] = None
+    sm_attentions: Optional[tuple] = None
+    lg_attentions: Optional[tuple] = None
+    sm_cross_attentions: Optional[tuple] = None
+    lg_cross_attentions: Optional[tuple] = None
+
+
+def _normed_linear_head(config, dim):
+    """vit-pytorch CrossViT's head on one stream's CLS token: LayerNorm -> Linear to the labels."""
+    return nn.Sequential(nn.LayerNorm(dim, eps=config.layer_norm_eps), nn.Linear(dim, config.num_labels))
+
+
+class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
+    """CrossViT with a head per stream: logits = small head(small CLS) + large head(large CLS), as vit-pytorch.
+
+    Returns ``CrossVitxImageClassifierOutput`` (an ``ImageClassifierOutput``; loss with ``labels``,
+    following HF's ``problem_type`` rules).
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vitx = CrossVitxModel(config)
+        self.sm_classifier = _normed_linear_head(config, config.sm_dim)
+        self.lg_classifier = _normed_linear_head(config, config.lg_dim)
+        self.post_init()
+
+    def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
+                interpolate_pos_encoding=False, return_dict=None, **kwargs):
+        outputs = self.vitx(pixel_values, output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states,
+                            interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True)
+        logits = self.sm_classifier(outputs.sm_pooler_output) + self.lg_classifier(outputs.lg_pooler_output)
+        output = CrossVitxImageClassifierOutput(
+            loss=image_classification_loss(logits, labels, self.config), logits=logits,
+            sm_hidden_states=outputs.sm_hidden_states, lg_hidden_states=outputs.lg_hidden_states,
+            sm_attentions=outputs.sm_attentions, lg_attentions=outputs.lg_attentions,
+            sm_cross_attentions=outputs.sm_cross_attentions, lg_cross_attentions=outputs.lg_cross_attentions,
+        )
+        return output if _return_dict(return_dict, self.config) else output.to_tuple()
+
 # registration: in process through the Auto classes, and as Hub remote code via `auto_map`
 
 VitxModel.register_for_auto_class("AutoModel")
 VitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 AutoModel.register(VitxConfig, VitxModel, exist_ok=True)
 AutoModelForImageClassification.register(VitxConfig, VitxForImageClassification, exist_ok=True)
+CrossVitxModel.register_for_auto_class("AutoModel")
+CrossVitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+AutoModel.register(CrossVitxConfig, CrossVitxModel, exist_ok=True)
+AutoModelForImageClassification.register(CrossVitxConfig, CrossVitxForImageClassification, exist_ok=True)
 
 __all__ = [
+    "CrossVitxCrossAttention",
+    "CrossVitxCrossLayer",
+    "CrossVitxForImageClassification",
+    "CrossVitxImageClassifierOutput",
+    "CrossVitxModel",
+    "CrossVitxModelOutput",
+    "CrossVitxMultiScaleBlock",
+    "CrossVitxMultiScaleEncoder",
+    "CrossVitxPreTrainedModel",
     "ENCODERS",
     "LandmarkEncoder",
     "VitxAttention",

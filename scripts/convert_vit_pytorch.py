@@ -3,7 +3,8 @@
     python scripts/convert_vit_pytorch.py --model vit --kwargs KWARGS.json \
         --checkpoint STATE_DICT.pt --output DIR
 
-``--model``: ``vit`` (``vit_pytorch.vit.ViT``) or ``efficient_nystrom`` (``vit_pytorch.efficient.ViT``
+``--model`` names the vit-pytorch class: ``vit`` (``vit_pytorch.vit.ViT``), ``cross_vit``
+(``vit_pytorch.cross_vit.CrossViT``) or ``efficient_nystrom`` (``vit_pytorch.efficient.ViT``
 wrapping a ``nystrom_attention.Nystromformer``; KWARGS.json then holds the ViT's arguments plus
 ``"transformer"``: the Nystromformer's). ``KWARGS.json`` holds the keyword arguments the vit-pytorch model was built with;
 ``STATE_DICT.pt`` its ``state_dict()`` saved with ``torch.save`` (loaded here with
@@ -20,11 +21,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from configuration_vitx import VitxConfig  # noqa: E402
-from modeling_vitx import VitxForImageClassification  # noqa: E402
+from configuration_vitx import CrossVitxConfig, VitxConfig  # noqa: E402
+from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification  # noqa: E402
 
 VIT_KWARGS = ("image_size", "patch_size", "num_classes", "dim", "depth", "heads", "mlp_dim", "pool", "channels",
               "dim_head", "dropout", "emb_dropout")
+CROSS_VIT_KWARGS = ("image_size", "num_classes", "depth", "sm_dim", "sm_patch_size", "sm_enc_depth", "sm_enc_heads",
+                    "sm_enc_mlp_dim", "sm_enc_dim_head", "lg_dim", "lg_patch_size", "lg_enc_depth", "lg_enc_heads",
+                    "lg_enc_mlp_dim", "lg_enc_dim_head", "cross_attn_depth", "cross_attn_heads", "cross_attn_dim_head",
+                    "dropout", "emb_dropout", "channels")
+
+
+def _check_kwargs(kwargs, allowed, class_name):
+    unknown = set(kwargs) - set(allowed)
+    if unknown:
+        raise ValueError(f"unknown vit-pytorch {class_name} kwargs {sorted(unknown)}; allowed: {list(allowed)}")
 
 
 def _take(state_dict, key):
@@ -84,9 +95,7 @@ def convert_patch_embedding(state_dict, source, target, dim, use_cls_token=True)
 
 def convert_vit(state_dict, kwargs):
     """A ``vit_pytorch.vit.ViT`` state dict and its kwargs -> a ``VitxForImageClassification``."""
-    unknown = set(kwargs) - set(VIT_KWARGS)
-    if unknown:
-        raise ValueError(f"unknown vit-pytorch ViT kwargs {sorted(unknown)}; allowed: {list(VIT_KWARGS)}")
+    _check_kwargs(kwargs, VIT_KWARGS, "ViT")
     config = VitxConfig(**kwargs)
     state_dict = dict(state_dict)
     dim = config.dim
@@ -95,6 +104,49 @@ def convert_vit(state_dict, kwargs):
     weights["classifier.weight"] = _take(state_dict, "mlp_head.weight")
     weights["classifier.bias"] = _take(state_dict, "mlp_head.bias")
     return _build(VitxForImageClassification, config, weights, state_dict)
+
+
+def convert_linear(state_dict, source, target):
+    """An ``nn.Linear``'s weight and bias, renamed."""
+    return {f"{target}.{p}": _take(state_dict, f"{source}.{p}") for p in ("weight", "bias")}
+
+
+def convert_project_in_out(state_dict, source, target, dim):
+    """cross_vit.py ``ProjectInOut`` around an ``Attention`` of width ``dim`` -> ``CrossVitxCrossAttention``.
+
+    The projections exist only when the two streams' widths differ.
+    """
+    out = convert_attention(state_dict, f"{source}.fn", f"{target}.attention", dim)
+    for name in ("project_in", "project_out"):
+        if f"{source}.{name}.weight" in state_dict:
+            out.update(convert_linear(state_dict, f"{source}.{name}", f"{target}.{name}"))
+    return out
+
+
+def convert_cross_vit(state_dict, kwargs):
+    """A ``vit_pytorch.cross_vit.CrossViT`` state dict and its kwargs -> a ``CrossVitxForImageClassification``."""
+    _check_kwargs(kwargs, CROSS_VIT_KWARGS, "CrossViT")
+    config = CrossVitxConfig(**kwargs)
+    state_dict = dict(state_dict)
+    dims = {"sm": config.sm_dim, "lg": config.lg_dim}
+    weights = {}
+    for stream, dim in dims.items():
+        weights.update(convert_patch_embedding(state_dict, f"{stream}_image_embedder.", f"vitx.{stream}_embeddings",
+                                               dim))
+        for index in ("0", "1"):  # the head: LayerNorm, Linear
+            weights.update(convert_linear(state_dict, f"{stream}_mlp_head.{index}", f"{stream}_classifier.{index}"))
+    for block in range(config.depth):
+        source, target = f"multi_scale_encoder.layers.{block}", f"vitx.encoder.layers.{block}"
+        weights.update(convert_transformer(state_dict, f"{source}.0", f"{target}.sm_encoder", config.sm_enc_depth,
+                                           config.sm_dim))
+        weights.update(convert_transformer(state_dict, f"{source}.1", f"{target}.lg_encoder", config.lg_enc_depth,
+                                           config.lg_dim))
+        for layer in range(config.cross_attn_depth):
+            # each CrossTransformer layer: [small CLS attends to large patches, large CLS attends to small patches]
+            for index, name, context in (("0", "sm_attend_lg", "lg"), ("1", "lg_attend_sm", "sm")):
+                weights.update(convert_project_in_out(state_dict, f"{source}.2.layers.{layer}.{index}",
+                                                      f"{target}.cross_layers.{layer}.{name}", dims[context]))
+    return _build(CrossVitxForImageClassification, config, weights, state_dict)
 
 
 def _build(model_class, config, weights, leftover):
@@ -161,7 +213,7 @@ def convert_efficient_nystrom(state_dict, kwargs):
     return _build(VitxForImageClassification, config, weights, state_dict)
 
 
-CONVERTERS = {"vit": convert_vit, "efficient_nystrom": convert_efficient_nystrom}
+CONVERTERS = {"vit": convert_vit, "cross_vit": convert_cross_vit, "efficient_nystrom": convert_efficient_nystrom}
 
 
 def convert(model_name, state_dict, kwargs):

@@ -49,6 +49,48 @@ def tiny_vit_kwargs(**overrides):
     return kwargs
 
 
+
+def tiny_cross_vit_kwargs(**overrides):
+    """A CrossViT small enough for a unit test: 32x32 images, 4x4 patches (64 tokens) and 8x8 patches (16 tokens).
+
+    The streams' widths differ, so cross-attention needs its in/out projections.
+    """
+    kwargs = dict(image_size=32, num_classes=10, depth=2, sm_dim=16, sm_patch_size=4, sm_enc_depth=1, sm_enc_heads=2,
+                  sm_enc_mlp_dim=32, sm_enc_dim_head=8, lg_dim=24, lg_patch_size=8, lg_enc_depth=2, lg_enc_heads=3,
+                  lg_enc_mlp_dim=32, lg_enc_dim_head=8, cross_attn_depth=2, cross_attn_heads=2, cross_attn_dim_head=8)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def assert_checkpointing_keeps_gradients(model, img, labels):
+    """``gradient_checkpointing_enable()`` must leave every parameter's gradient as it was (train mode, no dropout)."""
+    model.train()
+
+    def grads():
+        model.zero_grad()
+        model(img, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain = grads()
+    model.gradient_checkpointing_enable()
+    checkpointed = grads()
+    assert checkpointed.keys() == plain.keys()
+    for name, grad in checkpointed.items():
+        torch.testing.assert_close(grad, plain[name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def convert_with_script(tmp_path, model_name, reference, kwargs):
+    """Run the converter's command line on ``reference``'s saved state dict and kwargs; returns the output folder."""
+    import convert_vit_pytorch
+
+    (tmp_path / "kwargs.json").write_text(json.dumps(kwargs))
+    torch.save(reference.state_dict(), tmp_path / "checkpoint.pt")
+    convert_vit_pytorch.main(["--model", model_name, "--kwargs", str(tmp_path / "kwargs.json"),
+                              "--checkpoint", str(tmp_path / "checkpoint.pt"), "--output", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "modeling_vitx.py").exists()
+    return tmp_path / "out"
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -1,7 +1,5 @@
 """vit-pytorch ViT -> vitx: the converter script and numeric parity on the same weights."""
 
-import json
-
 import pytest
 import torch
 from vit_pytorch.extractor import Extractor
@@ -9,7 +7,7 @@ from vit_pytorch.recorder import Recorder
 from vit_pytorch.vit import ViT
 
 import convert_vit_pytorch
-from conftest import tiny_vit_kwargs
+from conftest import convert_with_script, tiny_vit_kwargs
 from modeling_vitx import VitxForImageClassification
 
 
@@ -43,12 +41,7 @@ def test_single_head_without_output_projection():
 def test_script_writes_loadable_folder(tmp_path):
     kwargs = tiny_vit_kwargs(dropout=0.1, emb_dropout=0.1)
     reference = ViT(**kwargs).eval()
-    (tmp_path / "kwargs.json").write_text(json.dumps(kwargs))
-    torch.save(reference.state_dict(), tmp_path / "vit.pt")
-    convert_vit_pytorch.main(["--model", "vit", "--kwargs", str(tmp_path / "kwargs.json"),
-                              "--checkpoint", str(tmp_path / "vit.pt"), "--output", str(tmp_path / "out")])
-    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "modeling_vitx.py").exists()
-    model = VitxForImageClassification.from_pretrained(tmp_path / "out").eval()
+    model = VitxForImageClassification.from_pretrained(convert_with_script(tmp_path, "vit", reference, kwargs)).eval()
     assert model.config.dropout == 0.1
     img = torch.randn(1, 3, 32, 32)
     with torch.no_grad():

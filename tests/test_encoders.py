@@ -1,6 +1,5 @@
 """Pluggable encoders: the registry, the landmark (Nystrom) encoder, x-transformers, and any module."""
 
-import json
 import sys
 import textwrap
 
@@ -13,7 +12,7 @@ from transformers import Trainer, TrainingArguments
 from vit_pytorch.efficient import ViT as EfficientViT
 
 import convert_vit_pytorch
-from conftest import run_isolated, tiny_vit_kwargs
+from conftest import assert_checkpointing_keeps_gradients, convert_with_script, run_isolated, tiny_vit_kwargs
 from configuration_vitx import VitxConfig
 from modeling_vitx import (ENCODERS, LandmarkEncoder, VitxEncoder, VitxForImageClassification, VitxModel,
                            register_encoder)
@@ -122,11 +121,8 @@ def test_efficient_nystrom_conversion_logits(tmp_path):
     with torch.no_grad():
         expected = torch.cat([vit(img[i:i + 1]) for i in range(2)])
         torch.testing.assert_close(model(img).logits, expected, atol=1e-4, rtol=1e-4)
-    (tmp_path / "kwargs.json").write_text(json.dumps(kwargs))
-    torch.save(vit.state_dict(), tmp_path / "vit.pt")
-    convert_vit_pytorch.main(["--model", "efficient_nystrom", "--kwargs", str(tmp_path / "kwargs.json"),
-                              "--checkpoint", str(tmp_path / "vit.pt"), "--output", str(tmp_path / "out")])
-    loaded = VitxForImageClassification.from_pretrained(tmp_path / "out").eval()
+    loaded = VitxForImageClassification.from_pretrained(
+        convert_with_script(tmp_path, "efficient_nystrom", vit, kwargs)).eval()
     assert loaded.config.encoder == "landmark" and loaded.config.encoder_kwargs["num_landmarks"] == 16
     with torch.no_grad():
         torch.testing.assert_close(loaded(img[:1]).logits, vit(img[:1]), atol=1e-4, rtol=1e-4)
@@ -182,18 +178,9 @@ def test_landmark_seed_example_2048_in_under_3gb(tmp_path):
 
 
 def test_landmark_gradient_checkpointing_same_gradients():
-    model = VitxForImageClassification(config_for(LANDMARK)).train()
-    img, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
-
-    def grads():
-        model.zero_grad()
-        model(img, labels=labels).loss.backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    plain = grads()
-    model.gradient_checkpointing_enable()
-    for name, grad in grads().items():
-        torch.testing.assert_close(grad, plain[name], atol=1e-6, rtol=1e-5)
+    model = VitxForImageClassification(config_for(LANDMARK))
+    assert_checkpointing_keeps_gradients(model, torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
+    assert model.vitx.encoder.gradient_checkpointing
 
 
 # x-transformers
