@@ -1,0 +1,371 @@
+"""Benchmark vitx side by side with its peers, in one process, on the same configs and inputs.
+
+    python scripts/benchmark.py                      # the full CPU run (several minutes)
+    python scripts/benchmark.py --quick              # tiny sizes, seconds: keeps the script working
+    python scripts/benchmark.py --device cuda --dtype bfloat16 --json gpu.json
+
+Sections:
+  vit       ViT-S/16 at 224 (dim 384, depth 12, heads 6, mlp 1536), batch 8: inference and training-step
+            (forward, backward, AdamW) images/s for vitx, timm, transformers ViT (sdpa) and vit-pytorch.
+  highres   the seed's landmark example (dim 512, depth 12, heads 8, patch 32, 256 landmarks) at 2048 and
+            4096 pixels (4,096 and 16,384 tokens), batch 1 inference: vitx landmark, vitx full attention,
+            timm full attention, vit-pytorch efficient ViT + nystrom-attention. Time, peak memory, growth.
+  compile   torch.compile of vitx for the vit section: speedup over eager and over the fastest eager peer.
+  matmul    a large float32 matrix product timed in the same run; every model's achieved GFLOP/s is reported
+            as a fraction of it (FLOPs counted with torch.utils.flop_counter).
+
+Contenders are timed in alternating rounds (the order rotates each round) and the median is reported, with
+each peer's time divided by vitx's ("vitx speedup": above 1 means vitx is faster).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from configuration_vitx import VitxConfig  # noqa: E402
+from modeling_vitx import VitxForImageClassification  # noqa: E402
+
+FULL = dict(vit=dict(image_size=224, patch_size=16, dim=384, depth=12, heads=6, mlp_dim=1536, batch=8,
+                     num_classes=1000, repeats=7),
+            highres=dict(sizes=(2048, 4096), patch_size=32, dim=512, depth=12, heads=8, mlp_dim=2048,
+                         num_landmarks=256, num_classes=1000, repeats=3),
+            matmul=2048)
+QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp_dim=128, batch=4,
+                      num_classes=10, repeats=3),
+             highres=dict(sizes=(64, 128), patch_size=4, dim=32, depth=2, heads=4, mlp_dim=64,
+                          num_landmarks=16, num_classes=10, repeats=2),
+             matmul=256)
+
+
+# contenders
+
+
+def vit_contenders(s):
+    """Builders of the same ViT in each library: name -> () -> (model, forward returning logits)."""
+    dim_head = s["dim"] // s["heads"]
+
+    def vitx():
+        model = VitxForImageClassification(VitxConfig(
+            image_size=s["image_size"], patch_size=s["patch_size"], num_classes=s["num_classes"], dim=s["dim"],
+            depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"], dim_head=dim_head))
+        return model, lambda x: model(x).logits
+
+    def timm_vit():
+        from timm.models.vision_transformer import VisionTransformer
+        model = VisionTransformer(img_size=s["image_size"], patch_size=s["patch_size"], embed_dim=s["dim"],
+                                  depth=s["depth"], num_heads=s["heads"], mlp_ratio=s["mlp_dim"] / s["dim"],
+                                  num_classes=s["num_classes"])
+        return model, model
+
+    def hf_vit():
+        from transformers import ViTConfig, ViTForImageClassification
+        config = ViTConfig(hidden_size=s["dim"], num_hidden_layers=s["depth"], num_attention_heads=s["heads"],
+                           intermediate_size=s["mlp_dim"], image_size=s["image_size"], patch_size=s["patch_size"],
+                           num_labels=s["num_classes"], attn_implementation="sdpa")
+        model = ViTForImageClassification(config)
+        return model, lambda x: model(x).logits
+
+    def vit_pytorch():
+        from vit_pytorch import ViT
+        model = ViT(image_size=s["image_size"], patch_size=s["patch_size"], num_classes=s["num_classes"],
+                    dim=s["dim"], depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"], dim_head=dim_head)
+        return model, model
+
+    return {"vitx": vitx, "timm": timm_vit, "transformers": hf_vit, "vit-pytorch": vit_pytorch}
+
+
+def highres_contenders(s, image_size):
+    """The seed's landmark example at ``image_size``: vitx landmark and full attention, timm, vit-pytorch + nystrom."""
+    common = dict(image_size=image_size, patch_size=s["patch_size"], num_classes=s["num_classes"], dim=s["dim"],
+                  depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"])
+
+    def vitx(encoder, **encoder_kwargs):
+        def build():
+            model = VitxForImageClassification(VitxConfig(**common, encoder=encoder, encoder_kwargs=encoder_kwargs))
+            return model, lambda x: model(x).logits
+        return build
+
+    def timm_full():
+        from timm.models.vision_transformer import VisionTransformer
+        model = VisionTransformer(img_size=image_size, patch_size=s["patch_size"], embed_dim=s["dim"],
+                                  depth=s["depth"], num_heads=s["heads"], mlp_ratio=s["mlp_dim"] / s["dim"],
+                                  num_classes=s["num_classes"])
+        return model, model
+
+    def vit_pytorch_nystrom():
+        from nystrom_attention import Nystromformer
+        from vit_pytorch.efficient import ViT
+        transformer = Nystromformer(dim=s["dim"], depth=s["depth"], heads=s["heads"], num_landmarks=s["num_landmarks"])
+        model = ViT(image_size=image_size, patch_size=s["patch_size"], num_classes=s["num_classes"], dim=s["dim"],
+                    transformer=transformer)
+        return model, model
+
+    return {"vitx-landmark": vitx("landmark", num_landmarks=s["num_landmarks"]), "vitx-full": vitx("vit"),
+            "timm-full": timm_full, "vit-pytorch+nystrom": vit_pytorch_nystrom}
+
+
+# measuring
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device):
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def alternate(steps, repeats, device, warmup=1):
+    """Median seconds of each step, timed in alternating rounds whose order rotates."""
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name]()
+    times = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(timed(steps[name], device))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def count_flops(fn):
+    """FLOPs of one call of ``fn`` (forward, or forward + backward)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def inference_step(forward, x):
+    def step():
+        with torch.inference_mode():
+            forward(x)
+    return step
+
+
+def training_step(model, forward, x, labels):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        loss = F.cross_entropy(forward(x), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def matmul_gflops(n, device, dtype, repeats=5):
+    """GFLOP/s of an n x n matrix product: the machine's practical limit for dense math."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    seconds = alternate({"mm": lambda: a @ b}, repeats, device)["mm"]
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def peak_memory_child(section, name, settings, image_size, device, dtype):
+    """Peak memory (MB) one inference of a contender adds, measured in a fresh process (CPU: RSS high-water mark)."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import benchmark; "
+            f"print(benchmark._peak_memory_here({section!r}, {name!r}, {settings!r}, {image_size!r}, "
+            f"{str(device)!r}, {str(dtype).split('.')[-1]!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _peak_memory_here(section, name, settings, image_size, device, dtype):
+    import resource
+    import psutil
+    device, dtype = torch.device(device), getattr(torch, dtype)
+    builders = vit_contenders(settings) if section == "vit" else highres_contenders(settings, image_size)
+    model, forward = builders[name]()
+    model.to(device, dtype).eval()
+    x = torch.randn(1, 3, image_size, image_size, device=device, dtype=dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        inference_step(forward, x)()
+        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    base = psutil.Process().memory_info().rss
+    inference_step(forward, x)()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2 ** 20
+
+
+# sections
+
+
+def bench_vit(s, device, dtype, compile_model, matmul):
+    torch.manual_seed(0)
+    x = torch.randn(s["batch"], 3, s["image_size"], s["image_size"], device=device, dtype=dtype)
+    labels = torch.randint(0, s["num_classes"], (s["batch"],), device=device)
+    models, infer, train, flops = {}, {}, {}, {}
+    for name, build in vit_contenders(s).items():
+        model, forward = build()
+        model.to(device, dtype)
+        models[name] = (model, forward)
+        infer[name] = inference_step(forward, x)
+        train[name] = training_step(model, forward, x, labels)
+        model.eval()
+        flops[name] = {"inference": count_flops(lambda: forward(x).detach())}
+        model.train()
+        flops[name]["training"] = count_flops(lambda: F.cross_entropy(forward(x), labels).backward())
+        model.zero_grad(set_to_none=True)
+    results = {}
+    for mode, steps in (("inference", infer), ("training", train)):
+        for name, (model, _) in models.items():
+            model.train(mode == "training")
+        medians = alternate(steps, s["repeats"], device)
+        results[mode] = {name: _row(s["batch"], seconds, medians["vitx"], flops[name][mode], matmul)
+                         for name, seconds in medians.items()}
+    if compile_model:
+        results["compile"] = bench_compile(models["vitx"], x, labels, s, device, results, matmul, flops["vitx"])
+    return results
+
+
+def bench_compile(vitx, x, labels, s, device, results, matmul, flops):
+    """torch.compile of vitx against eager vitx and the fastest eager peer, for inference and the training step."""
+    model, _ = vitx
+    compiled = torch.compile(model)
+    out = {}
+    for mode in ("inference", "training"):
+        model.train(mode == "training")
+        forward = lambda t: compiled(t).logits  # noqa: E731
+        step = inference_step(forward, x) if mode == "inference" else training_step(model, forward, x, labels)
+        eager = inference_step(lambda t: model(t).logits, x) if mode == "inference" else \
+            training_step(model, lambda t: model(t).logits, x, labels)
+        seconds = alternate({"compiled": step, "eager": eager}, s["repeats"], device, warmup=3)
+        peers = {k: v for k, v in results[mode].items() if k != "vitx"}
+        fastest = max(peers, key=lambda k: peers[k]["images_per_s"])
+        out[mode] = {
+            "images_per_s": s["batch"] / seconds["compiled"],
+            "speedup_over_eager_vitx": seconds["eager"] / seconds["compiled"],
+            "fastest_eager_peer": fastest,
+            "speedup_over_fastest_eager_peer": peers[fastest]["seconds"] / seconds["compiled"],
+            "matmul_fraction": flops[mode] / seconds["compiled"] / 1e9 / matmul,
+        }
+    return out
+
+
+def _row(batch, seconds, vitx_seconds, flops, matmul):
+    gflops = flops / seconds / 1e9
+    return {"seconds": seconds, "images_per_s": batch / seconds, "vitx_speedup": seconds / vitx_seconds,
+            "gflops": gflops, "matmul_fraction": gflops / matmul}
+
+
+def bench_highres(s, device, dtype, matmul, measure_memory=True):
+    results = {}
+    for image_size in s["sizes"]:
+        torch.manual_seed(0)
+        x = torch.randn(1, 3, image_size, image_size, device=device, dtype=dtype)
+        steps, flops = {}, {}
+        builders = highres_contenders(s, image_size)
+        for name, build in builders.items():
+            model, forward = build()
+            model.to(device, dtype).eval()
+            steps[name] = inference_step(forward, x)
+            flops[name] = count_flops(lambda: forward(x).detach())
+        medians = alternate(steps, s["repeats"], device)
+        tokens = (image_size // s["patch_size"]) ** 2
+        rows = {}
+        for name, seconds in medians.items():
+            rows[name] = {**_row(1, seconds, medians["vitx-landmark"], flops[name], matmul),
+                          "landmark_speedup": seconds / medians["vitx-landmark"]}
+            if measure_memory:
+                rows[name]["peak_mb"] = peak_memory_child("highres", name, s, image_size, device, dtype)
+        results[str(tokens)] = rows
+        del steps
+    sizes = list(results)
+    for small, large in zip(sizes, sizes[1:]):
+        growth = results.setdefault(f"growth_{small}_to_{large}", {})
+        for name in results[small]:
+            growth[name] = {"time": results[large][name]["seconds"] / results[small][name]["seconds"]}
+            if measure_memory:
+                growth[name]["memory"] = results[large][name]["peak_mb"] / results[small][name]["peak_mb"]
+    return results
+
+
+def machine(device):
+    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["flash_sdp_enabled"] = torch.backends.cuda.flash_sdp_enabled()
+    return info
+
+
+def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "compile", "highres"),
+        measure_memory=True):
+    """Every figure of the chosen sections, as a dict (what ``--json`` writes)."""
+    settings = QUICK if quick else FULL
+    device, torch_dtype = torch.device(device), getattr(torch, dtype)
+    report = {"machine": machine(device), "quick": quick, "dtype": dtype}
+    matmul = matmul_gflops(settings["matmul"], device, torch_dtype)
+    report["matmul_gflops"] = matmul
+    if "vit" in sections:
+        report["vit"] = bench_vit(settings["vit"], device, torch_dtype, "compile" in sections, matmul)
+    if "highres" in sections:
+        report["highres"] = bench_highres(settings["highres"], device, torch_dtype, matmul, measure_memory)
+    return report
+
+
+def format_report(report):
+    """The report as Markdown tables."""
+    lines = [f"machine: {report['machine']}", f"matmul: {report['matmul_gflops']:.1f} GFLOP/s ({report['dtype']})", ""]
+    for mode in ("inference", "training"):
+        if "vit" not in report:
+            break
+        lines += [f"ViT-S/16 {mode} | images/s | vitx speedup | GFLOP/s | of matmul", "--- | --- | --- | --- | ---"]
+        for name, row in report["vit"][mode].items():
+            lines.append(f"{name} | {row['images_per_s']:.1f} | {row['vitx_speedup']:.2f}x | {row['gflops']:.1f} | "
+                         f"{row['matmul_fraction']:.0%}")
+        if "compile" in report["vit"]:
+            c = report["vit"]["compile"][mode]
+            lines.append(f"vitx compiled | {c['images_per_s']:.1f} | {c['speedup_over_eager_vitx']:.2f}x over eager, "
+                         f"{c['speedup_over_fastest_eager_peer']:.2f}x over {c['fastest_eager_peer']} | | "
+                         f"{c['matmul_fraction']:.0%}")
+        lines.append("")
+    for key, rows in report.get("highres", {}).items():
+        if key.startswith("growth"):
+            lines += [f"{key} | time | memory", "--- | --- | ---"]
+            lines += [f"{n} | {g['time']:.2f}x | {g.get('memory', float('nan')):.2f}x" for n, g in rows.items()]
+        else:
+            lines += [f"{key} tokens | seconds | landmark speedup | peak MB", "--- | --- | --- | ---"]
+            lines += [f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f}"
+                      for n, r in rows.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--sections", default="matmul,vit,compile,highres",
+                        help="comma-separated subset of matmul,vit,compile,highres")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--json", help="write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    report = run(args.quick, args.device, args.dtype, tuple(args.sections.split(",")), not args.no_memory)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
