@@ -239,6 +239,20 @@ def test_model_whose_maps_cannot_be_returned(tmp_path):
         va.main(["--model", str(tmp_path / "model"), "--image", "any.png", "--output", str(tmp_path / "a.png")])
 
 
+def test_x_transformers_maps_and_flash_attention_refused():
+    def model(encoder_kwargs):
+        config = VitxConfig(**tiny_vit_kwargs(), encoder="x-transformers", encoder_kwargs=encoder_kwargs)
+        return VitxForImageClassification(config).eval()
+
+    pixel_values = torch.randn(1, 3, 32, 32)
+    maps = va.attention_maps(model({}), pixel_values)
+    assert maps.streams[0].rollout.shape == (8, 8) and maps.streams[0].heads.shape == (4, 8, 8)
+    with pytest.raises(ValueError, match=r"cannot draw attention for VitxForImageClassification \(encoder "
+                                         r"'x-transformers'\): asking it for attention maps failed: this x-transformers "
+                                         r"encoder does not compute attention maps"):
+        va.attention_maps(model({"attn_flash": True}), pixel_values)
+
+
 def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "matplotlib.figure", None)
     model = VitxForImageClassification(VitxConfig(**tiny_vit_kwargs())).eval()
