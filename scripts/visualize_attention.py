@@ -14,7 +14,8 @@ and the figure says so. The landmark encoder's maps are its Nystrom approximatio
 
 The image goes through the folder's ``preprocessor_config.json`` (``AutoImageProcessor``) when there is
 one, else through a ``ViTImageProcessor`` resizing to ``config.image_size``. Drawing needs matplotlib,
-an optional extra: ``pip install -e ".[viz]"``.
+an optional extra (``pip install -e ".[viz]"``); figures are matplotlib ``Figure`` objects written by
+its Agg canvas, so neither pyplot nor a display is involved.
 """
 
 import math
