@@ -43,9 +43,9 @@ FULL = dict(vit=dict(image_size=224, patch_size=16, dim=384, depth=12, heads=6, 
                          num_landmarks=256, num_classes=1000, repeats=3),
             matmul=2048)
 QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp_dim=128, batch=4,
-                      num_classes=10, repeats=3),
+                      num_classes=10, repeats=2),
              highres=dict(sizes=(64, 128), patch_size=4, dim=32, depth=2, heads=4, mlp_dim=64,
-                          num_landmarks=16, num_classes=10, repeats=2),
+                          num_landmarks=16, num_classes=10, repeats=1),
              matmul=256)
 
 

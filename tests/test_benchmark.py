@@ -1,0 +1,43 @@
+"""scripts/benchmark.py keeps working: its quick mode on tiny sizes (no test asserts a time)."""
+
+import json
+
+import torch
+
+import benchmark
+
+
+def test_quick_run_reports_every_contender(tmp_path, capsys):
+    report = benchmark.main(["--quick", "--sections", "matmul,vit,highres", "--no-memory",
+                             "--json", str(tmp_path / "report.json")])
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
+    assert report["matmul_gflops"] > 0
+    for mode in ("inference", "training"):
+        rows = report["vit"][mode]
+        assert set(rows) == {"vitx", "timm", "transformers", "vit-pytorch"}
+        assert rows["vitx"]["vitx_speedup"] == 1.0
+        assert all(r["images_per_s"] > 0 and r["gflops"] > 0 for r in rows.values())
+    sizes = [k for k in report["highres"] if not k.startswith("growth")]
+    assert sizes == [str((64 // 4) ** 2), str((128 // 4) ** 2)]
+    assert set(report["highres"][sizes[0]]) == {"vitx-landmark", "vitx-full", "timm-full", "vit-pytorch+nystrom"}
+    assert set(report["highres"][f"growth_{sizes[0]}_to_{sizes[1]}"]["vitx-landmark"]) == {"time"}
+    printed = capsys.readouterr().out
+    assert "ViT-S/16 inference" in printed and "vitx-landmark" in printed
+
+
+def test_contenders_share_the_config():
+    """Same sizes in every library: parameter counts agree up to the libraries' small layout differences."""
+    settings = benchmark.QUICK["vit"]
+    counts = {name: sum(p.numel() for p in build()[0].parameters())
+              for name, build in benchmark.vit_contenders(settings).items()}
+    assert max(counts.values()) / min(counts.values()) < 1.1, counts
+    x = torch.randn(2, 3, 32, 32)
+    for name, build in benchmark.vit_contenders(settings).items():
+        model, forward = build()
+        assert forward(x).shape == (2, settings["num_classes"]), name
+
+
+def test_peak_memory_in_a_child_process():
+    settings = benchmark.QUICK["highres"]
+    assert benchmark.peak_memory_child("highres", "vitx-landmark", settings, 64, torch.device("cpu"),
+                                       torch.float32) >= 0
