@@ -1,7 +1,7 @@
 """Pluggable encoders: the registry, the landmark (Nystrom) encoder, x-transformers, and any module."""
 
 import sys
-import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +13,7 @@ from vit_pytorch.efficient import ViT as EfficientViT
 
 import convert_vit_pytorch
 from conftest import assert_checkpointing_keeps_gradients, convert_with_script, run_isolated, tiny_vit_kwargs
+from user_encoders import Mixer
 from configuration_vitx import VitxConfig
 from modeling_vitx import (ENCODERS, LandmarkEncoder, VitxEncoder, VitxForImageClassification, VitxModel,
                            register_encoder)
@@ -211,18 +212,6 @@ def test_x_transformers_missing_names_the_extra(monkeypatch):
 
 # any module
 
-class Mixer(nn.Module):
-    """A token-mixing MLP: (batch, tokens, dim) -> same shape."""
-
-    def __init__(self, dim=32, tokens=65):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.mix = nn.Linear(tokens, tokens)
-
-    def forward(self, x):
-        return x + self.mix(self.norm(x).transpose(1, 2)).transpose(1, 2)
-
-
 def test_any_module_keeps_its_weights_and_round_trips(tmp_path):
     mixer = Mixer()
     before = mixer.mix.weight.clone()
@@ -265,31 +254,11 @@ def test_seed_landmark_instance_as_module(tmp_path):
 
 # every encoder: save/load in process and as remote code, bf16, the Trainer
 
-MODULE_SOURCE = textwrap.dedent('''
-    from torch import nn
-
-    class Mixer(nn.Module):
-        def __init__(self, dim=32, tokens=65):
-            super().__init__()
-            self.norm = nn.LayerNorm(dim)
-            self.mix = nn.Linear(tokens, tokens)
-
-        def forward(self, x):
-            return x + self.mix(self.norm(x).transpose(1, 2)).transpose(1, 2)
-''')
-
-
 @pytest.mark.parametrize("name", ["landmark", "x-transformers", "module"])
 def test_every_encoder_round_trips_as_remote_code(name, tmp_path):
-    (tmp_path / "user_encoders.py").write_text(MODULE_SOURCE)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import user_encoders
-        options = {"landmark": LANDMARK, "x-transformers": XTRANSFORMERS, "module": {}}[name]
-        encoder = user_encoders.Mixer() if name == "module" else None
-        model = VitxForImageClassification(config_for(options), encoder=encoder).eval()
-    finally:
-        sys.path.remove(str(tmp_path))
+    options = {"landmark": LANDMARK, "x-transformers": XTRANSFORMERS, "module": {}}[name]
+    encoder = Mixer() if name == "module" else None
+    model = VitxForImageClassification(config_for(options), encoder=encoder).eval()
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     img = torch.randn(2, 3, 32, 32)
@@ -297,7 +266,7 @@ def test_every_encoder_round_trips_as_remote_code(name, tmp_path):
     kwargs = "encoder=user_encoders.Mixer()" if name == "module" else ""
     result = run_isolated(f"""
         import json, sys, torch
-        sys.path.insert(0, {str(tmp_path)!r})
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
         import user_encoders
         from transformers import AutoModelForImageClassification
         model = AutoModelForImageClassification.from_pretrained({str(folder)!r}, trust_remote_code=True,
@@ -310,11 +279,10 @@ def test_every_encoder_round_trips_as_remote_code(name, tmp_path):
     assert result["encoder"] == ("module" if name == "module" else name)
     with torch.no_grad():
         assert torch.equal(torch.load(tmp_path / "logits.pt"), model(img).logits)
-    again = VitxForImageClassification.from_pretrained(folder, encoder=encoder and user_encoders.Mixer()).eval()
+    again = VitxForImageClassification.from_pretrained(folder, encoder=encoder and Mixer()).eval()
     with torch.no_grad():
         assert torch.equal(again(img).logits, model(img).logits)
-    bf16 = VitxForImageClassification.from_pretrained(folder, torch_dtype=torch.bfloat16, encoder=encoder and
-                                                      user_encoders.Mixer()).eval()
+    bf16 = VitxForImageClassification.from_pretrained(folder, torch_dtype=torch.bfloat16, encoder=encoder and Mixer()).eval()
     assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
     with torch.no_grad():
         torch.testing.assert_close(bf16(img.bfloat16()).logits.float(), model(img).logits, atol=0.15, rtol=0.1)
