@@ -331,9 +331,10 @@ class VitxLayer(nn.Module):
         self.feed_forward = VitxFeedForward(config, dim, mlp_dim)
 
     def forward(self, hidden_states, output_attentions=False):
+        # The residuals are added into the branch outputs: fresh tensors no backward saves, still in cache.
         attended, attn = self.attention(hidden_states, output_attentions=output_attentions)
-        hidden_states = hidden_states + attended
-        return hidden_states + self.feed_forward(hidden_states), attn
+        hidden_states = attended.add_(hidden_states)
+        return self.feed_forward(hidden_states).add_(hidden_states), attn
 
 
 class CrossVitxCrossLayer(nn.Module):
