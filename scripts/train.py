@@ -224,8 +224,6 @@ def find_columns(features, image_column=None, label_column=None):
 
 def split_train_eval(raw, label_column, validation_split):
     """``(train, eval, eval split name)``: the dataset's own eval split, else a fixed stratified share of train."""
-    if "train" not in raw:
-        raise ValueError(f"the dataset has no 'train' split; its splits are {list(raw)}")
     train = raw["train"]
     eval_split = next((name for name in EVAL_SPLITS if name in raw), None)
     if eval_split is not None:
@@ -284,9 +282,11 @@ def check_dataset(dataset, split, image_column, label_column, id2label, check_im
             f"label column {label_column!r} of split {split!r} holds id {int(labels[row])} at row {row}, outside "
             f"id2label (ids 0..{len(id2label) - 1}: {list(id2label.values())[:10]}); {bad.size} rows are affected"
         )
-    if check_images:
-        for row, value in enumerate(dataset[image_column]):
-            open_image(value, f"split {split!r}, row {row}, column {image_column!r}")
+    if check_images:  # in batches: a large dataset's images do not fit in memory at once
+        rows = dataset.select_columns([image_column]).iter(batch_size=256)
+        for start, batch in zip(range(0, len(dataset), 256), rows):
+            for row, value in enumerate(batch[image_column], start):
+                open_image(value, f"split {split!r}, row {row}, column {image_column!r}")
 
 
 def prepare_data(raw, data_args, pretrained_id2label=None):
