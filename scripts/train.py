@@ -150,16 +150,16 @@ def dataset_label(data_args):
 def parse_args(argv=None):
     """``(ModelArguments, DataArguments, TrainingArguments)`` from ``argv``, the recipe filling what is not given.
 
-    The defaults go in front of the user's flags, so argparse lets every given flag win; the
-    default output folder is ``outputs/<data>-vitx``.
+    The default output folder, ``outputs/<data>-vitx``, depends on the data flags, so it goes in
+    front of the user's flags (a given ``--output_dir`` comes later and wins); transformers 4.x
+    requires the flag, so a parser default would not do.
     """
     argv = [str(arg) for arg in (sys.argv[1:] if argv is None else argv)]
-    data_args, _ = HfArgumentParser(DataArguments).parse_args_into_dataclasses(args=argv,
-                                                                                return_remaining_strings=True)
-    defaults = [f"--{name}={value}" for name, value in TRAINING_DEFAULTS.items()]
-    defaults.append(f"--output_dir=outputs/{dataset_label(data_args)}-vitx")
+    data_args, _ = HfArgumentParser(DataArguments, add_help=False).parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True)
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    return parser.parse_args_into_dataclasses(args=defaults + argv)
+    parser.set_defaults(**TRAINING_DEFAULTS)
+    return parser.parse_args_into_dataclasses(args=[f"--output_dir=outputs/{dataset_label(data_args)}-vitx", *argv])
 
 
 # data
