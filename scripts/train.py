@@ -483,6 +483,10 @@ def main(argv=None):
                                                          trust_remote_code=model_args.trust_remote_code).id2label
     data = prepare_data(load_raw_datasets(data_args), data_args, pretrained_id2label)
     model, processor = build_model(model_args, data)
+    if not model_args.model_name_or_path:
+        # The Trainer's model card calls a model fine-tuned from its `name_or_path` unless that is
+        # a folder; a fresh model is named after the folder it is trained into.
+        model.config.name_or_path = training_args.output_dir
     augment = dict(max_rotation=data_args.max_rotation, max_shift=data_args.max_shift,
                    max_scale=data_args.max_scale) if data_args.augment else None
     trainer = Trainer(

@@ -94,6 +94,7 @@ def test_short_run_learns_and_leaves_a_complete_folder(trained):
     assert processor.size == {"height": 20, "width": 20}
     card = (folder / "README.md").read_text()
     assert "image-classification" in card and "vitx" in card and "Accuracy" in card
+    assert "This model was trained from scratch on the digits dataset." in card
     with PIL.Image.open(folder / train.CURVES_NAME) as curves:
         assert curves.format == "PNG" and curves.width > 300
 
