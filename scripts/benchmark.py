@@ -189,8 +189,18 @@ def peak_memory_child(section, name, settings, image_size, device, dtype):
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def _peak_memory_here(section, name, settings, image_size, device, dtype):
+def _peak_rss_bytes():
+    """This process's RSS high-water mark. Linux's VmHWM belongs to the address space, so it starts afresh
+    in a child; ``ru_maxrss`` does not (it survives execve and would report the parent's peak)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
     import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def _peak_memory_here(section, name, settings, image_size, device, dtype):
     import psutil
     device, dtype = torch.device(device), getattr(torch, dtype)
     builders = vit_contenders(settings) if section == "vit" else highres_contenders(settings, image_size)
@@ -204,7 +214,7 @@ def _peak_memory_here(section, name, settings, image_size, device, dtype):
         return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
     base = psutil.Process().memory_info().rss
     inference_step(forward, x)()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2 ** 20
+    return (_peak_rss_bytes() - base) / 2 ** 20
 
 
 # sections

@@ -1,0 +1,290 @@
+"""scripts/train.py: a short run, the output folder, pipeline and push_to_hub users, SIGKILL + resume, torchrun, bad input."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, Image
+from huggingface_hub import HfApi, RepoUrl
+from safetensors.torch import load_file
+from sklearn.datasets import load_digits
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+import train
+from conftest import run_isolated
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = str(REPO / "scripts" / "train.py")
+SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per subprocess: test machines have few cores
+CODE_FILES = {"configuration_vitx.py", "modeling_vitx.py"}
+MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"} | CODE_FILES
+# A model and run small enough for a unit test: 20x20 inputs in 4x4 patches, one block.
+TINY = ["--image_size", "20", "--patch_size", "4", "--dim", "64", "--depth", "1", "--heads", "2", "--dim_head", "16",
+        "--mlp_dim", "128", "--per_device_train_batch_size", "32", "--learning_rate", "1e-2", "--warmup_steps", "0",
+        "--disable_tqdm", "true"]
+
+
+def run_script(*args, timeout=300):
+    """Run scripts/train.py in a single-threaded subprocess from the repository root; returns the CompletedProcess."""
+    result = subprocess.run([sys.executable, SCRIPT, *map(str, args)], cwd=REPO, env=SINGLE_THREAD,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def write_digit_folder(root, classes=("3", "8"), per_class=5):
+    """An image folder of real digit scans as PNGs, one subfolder per class."""
+    digits = load_digits()
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        scans = digits.images[digits.target == int(name)][:per_class]
+        for i, scan in enumerate(scans):
+            PIL.Image.fromarray(np.round(scan * 255 / 16).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def first_correct_digit(folder):
+    """A held-out digit the saved model labels right: ``(image, class name, probability)``."""
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    data = train.prepare_data(train.load_raw_datasets(train.DataArguments()), train.DataArguments())
+    for row in range(len(data.eval)):
+        example = data.eval[row]
+        image = train.open_image(example["image"], f"row {row}")
+        with torch.no_grad():
+            probs = model(**processor(image, return_tensors="pt")).logits.softmax(-1)[0]
+        if probs.argmax().item() == example["label"]:
+            return image, model.config.id2label[example["label"]], probs.max().item()
+    raise AssertionError("the trained model labels no held-out digit right")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for 150 steps on the embedded digits: ``(output folder, eval metrics)``."""
+    folder = tmp_path_factory.mktemp("digits") / "model"
+    metrics = train.main([*TINY, "--output_dir", folder, "--max_steps", "150", "--logging_steps", "10",
+                          "--augment", "false"])
+    return folder, metrics
+
+
+def test_short_run_learns_and_leaves_a_complete_folder(trained):
+    folder, metrics = trained
+    history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) == 15 and np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5
+    names = {path.name for path in folder.iterdir()}
+    assert MODEL_FILES | {"README.md", "eval_results.json", "train_results.json", train.CURVES_NAME} <= names
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"] == {str(i): str(i) for i in range(10)}
+    assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_vitx.VitxForImageClassification"
+    results = json.loads((folder / "eval_results.json").read_text())
+    assert results["eval_accuracy"] == metrics["eval_accuracy"] > 0.5  # chance is 0.1
+    assert results["eval_top5_accuracy"] >= results["eval_accuracy"]
+    processor = AutoImageProcessor.from_pretrained(folder)
+    assert processor.size == {"height": 20, "width": 20}
+    card = (folder / "README.md").read_text()
+    assert "image-classification" in card and "vitx" in card and "Accuracy" in card
+    assert "This model was trained from scratch on the digits dataset." in card
+    with PIL.Image.open(folder / train.CURVES_NAME) as curves:
+        assert curves.format == "PNG" and curves.width > 300
+
+
+def test_pipeline_labels_a_digit_in_a_fresh_process(trained, tmp_path):
+    folder, _ = trained
+    image, name, probability = first_correct_digit(folder)
+    image.save(tmp_path / "digit.png")
+    top = run_isolated(f"""
+        import json
+        from transformers import pipeline
+        classify = pipeline("image-classification", model={str(folder)!r}, trust_remote_code=True)
+        print(json.dumps(classify({str(tmp_path / "digit.png")!r})[0]))
+    """, tmp_path)
+    assert top["label"] == name
+    assert top["score"] == pytest.approx(probability, abs=1e-5)
+
+
+@pytest.mark.parametrize("model_type, model_class", [("landmark", "VitxForImageClassification"),
+                                                     ("crossvit", "CrossVitxForImageClassification")])
+def test_every_family_trains_and_saves(model_type, model_class, tmp_path):
+    folder = tmp_path / model_type
+    # 24-pixel images: CrossViT's large patches (twice the small ones, 8) must divide them
+    metrics = train.main([*TINY, "--image_size", "24", "--model_type", model_type, "--output_dir", folder,
+                          "--max_steps", "4",
+                          "--max_train_samples", "128", "--max_eval_samples", "32", "--num_landmarks", "8",
+                          "--report_to", "none"])
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    assert type(model).__name__ == model_class
+    if model_type == "landmark":
+        assert model.config.encoder == "landmark" and model.config.encoder_kwargs == {"num_landmarks": 8}
+    assert MODEL_FILES <= {p.name for p in folder.iterdir()}
+
+
+def test_fine_tune_a_saved_model_on_new_labels(trained, tmp_path):
+    source, _ = trained
+    images = write_digit_folder(tmp_path / "images", classes=("3", "8"))
+    folder = tmp_path / "fine-tuned"
+    # A learning rate of zero leaves every loaded weight as it was, so the loading itself is checked.
+    train.main([*TINY, "--model_name_or_path", source, "--train_dir", images, "--output_dir", folder,
+                "--max_steps", "1", "--learning_rate", "0"])
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    pretrained = AutoModelForImageClassification.from_pretrained(source)
+    assert model.config.id2label == {0: "3", 1: "8"}
+    assert model.classifier.weight.shape == (2, 64)
+    for name, tensor in pretrained.vitx.state_dict().items():
+        assert torch.equal(model.vitx.state_dict()[name], tensor), name
+    assert AutoImageProcessor.from_pretrained(folder).size == {"height": 20, "width": 20}
+
+
+def test_push_to_hub_uploads_a_folder_that_loads_as_remote_code(tmp_path, monkeypatch):
+    repos, uploads = [], []
+
+    def create_repo(self, repo_id, **kwargs):
+        repos.append(repo_id)
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, ignore_patterns=None, run_as_future=False, **kwargs):
+        # What the Hub would receive: the folder as it is at the call, less the ignored names.
+        snapshot = tmp_path / f"upload-{len(uploads)}"
+        shutil.copytree(folder_path, snapshot, ignore=shutil.ignore_patterns(*(ignore_patterns or [])))
+        uploads.append((repo_id, kwargs.get("path_in_repo"), snapshot))
+        if not run_as_future:
+            return None
+        done = Future()
+        done.set_result(None)
+        return done
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    folder = tmp_path / "model"
+    train.main([*TINY, "--output_dir", folder, "--max_steps", "10", "--save_strategy", "steps", "--save_steps", "5",
+                "--eval_strategy", "no", "--push_to_hub", "--hub_model_id", "someone/vitx-digits"])
+    assert repos == ["someone/vitx-digits"]
+    assert len(uploads) == 3  # two checkpoints during training, the final folder at the end
+    for repo_id, path_in_repo, snapshot in uploads:
+        names = {path.name for path in snapshot.iterdir()}
+        assert repo_id == "someone/vitx-digits" and path_in_repo is None
+        assert MODEL_FILES <= names and not any(name.startswith("checkpoint-") for name in names)
+    final = uploads[-1][2]
+    assert {"README.md", "eval_results.json", train.CURVES_NAME} <= {path.name for path in final.iterdir()}
+    image, _, _ = first_correct_digit(folder)
+    image.save(tmp_path / "digit.png")
+    result = run_isolated(f"""
+        import json, torch, PIL.Image
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+        model = AutoModelForImageClassification.from_pretrained({str(final)!r}, trust_remote_code=True).eval()
+        processor = AutoImageProcessor.from_pretrained({str(final)!r}, trust_remote_code=True)
+        with torch.no_grad():
+            logits = model(**processor(PIL.Image.open({str(tmp_path / "digit.png")!r}), return_tensors="pt")).logits
+        print(json.dumps({{"module": type(model).__module__, "logits": logits[0].tolist(),
+                          "labels": model.config.id2label}}))
+    """, tmp_path)
+    local = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        expected = local(**processor(PIL.Image.open(tmp_path / "digit.png"), return_tensors="pt")).logits[0]
+    assert result["module"].startswith("transformers_modules.")
+    assert result["labels"] == {str(i): str(i) for i in range(10)}
+    torch.testing.assert_close(torch.tensor(result["logits"]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
+    # 320 examples in batches of 32: a checkpoint every epoch of 10 steps. Augmentation runs in the
+    # main process (no loader workers), whose random state the checkpoints hold, so the resumed run
+    # must match an uninterrupted one exactly.
+    args = [*TINY, "--max_train_samples", "320", "--max_eval_samples", "64", "--max_steps", "40",
+            "--save_strategy", "steps", "--save_steps", "10", "--eval_strategy", "no", "--logging_steps", "1",
+            "--dataloader_num_workers", "0"]
+    folder = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, SCRIPT, *map(str, args), "--output_dir", str(folder)], cwd=REPO,
+                               env=SINGLE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (folder / "checkpoint-10" / "trainer_state.json").exists():
+        assert process.poll() is None, "training ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not (folder / "model.safetensors").exists()  # killed before the end
+    checkpoint = Path(train.resolve_checkpoint("last", str(folder)))
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert 10 <= saved["global_step"] < 40
+
+    run_script(*args, "--output_dir", folder, "--resume_from_checkpoint", "last")
+    resumed = json.loads((folder / "trainer_state.json").read_text())
+    assert resumed["global_step"] == 40
+    assert resumed["log_history"][: len(saved["log_history"])] == saved["log_history"]
+    # The same run without the kill ends with the same weights.
+    reference = tmp_path / "reference"
+    run_script(*args, "--output_dir", reference)
+    weights, expected = load_file(folder / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(weights[name], expected[name]), name
+
+
+def test_torchrun_two_processes_write_one_loadable_model(tmp_path):
+    folder = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", SCRIPT, *TINY,
+         "--output_dir", str(folder), "--max_steps", "4", "--max_eval_samples", "64", "--eval_strategy", "no",
+         "--save_strategy", "no", "--use_cpu", "--ddp_backend", "gloo"],
+        cwd=REPO, env=SINGLE_THREAD, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summaries = [line for line in result.stdout.splitlines() if line.startswith("vitx:")]
+    assert len(summaries) == 1 and "on 2 process(es)" in summaries[0]
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
+    assert MODEL_FILES <= {path.name for path in folder.iterdir()}
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    assert model.config.id2label[7] == "7"
+
+
+# bad input: each a clear error naming the file or column, raised before training starts
+
+
+def test_corrupt_image_is_named_before_training(tmp_path):
+    images = write_digit_folder(tmp_path / "images")
+    (images / "8" / "broken.png").write_bytes(b"this is not a png")
+    with pytest.raises(ValueError, match=r"broken\.png"):
+        train.main([*TINY, "--train_dir", images, "--output_dir", tmp_path / "out", "--max_steps", "1"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_label_column_is_named(tmp_path):
+    images = write_digit_folder(tmp_path / "images")
+    with pytest.raises(ValueError, match=r"--label_column_name 'species' is not a column; the columns are "
+                                         r"\['image', 'label'\]"):
+        train.main([*TINY, "--train_dir", images, "--label_column_name", "species", "--output_dir", tmp_path / "out"])
+
+
+def test_empty_dataset_is_refused(tmp_path):
+    (tmp_path / "images" / "3").mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds no image files"):
+        train.main([*TINY, "--train_dir", tmp_path / "images", "--output_dir", tmp_path / "out"])
+    with pytest.raises(ValueError, match="split 'train' is empty"):
+        train.main([*TINY, "--max_train_samples", "0", "--output_dir", tmp_path / "out"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_label_outside_id2label_is_named(tmp_path):
+    features = Features({"image": Image(), "label": ClassLabel(names=["3", "8"])})
+    scans = [PIL.Image.fromarray(np.full((8, 8), value, dtype=np.uint8)) for value in (0, 255, 0, 255)]
+    (tmp_path / "data").mkdir()
+    Dataset.from_dict({"image": scans, "label": [0, 1, 0, 1]}, features=features).to_parquet(
+        tmp_path / "data" / "train-00000-of-00001.parquet")
+    # -1 is the datasets convention for "no label", as in unlabeled test splits.
+    Dataset.from_dict({"image": scans, "label": [0, 1, -1, 1]}, features=features).to_parquet(
+        tmp_path / "data" / "test-00000-of-00001.parquet")
+    with pytest.raises(ValueError, match=r"label column 'label' of split 'test' holds id -1 at row 2, outside "
+                                         r"id2label \(ids 0\.\.1"):
+        train.main([*TINY, "--dataset_name", tmp_path / "data", "--output_dir", tmp_path / "out"])
