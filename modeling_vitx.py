@@ -699,6 +699,11 @@ class VitxPreTrainedModel(PreTrainedModel):
             model_args = (encoder, *model_args)
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
+    def base_outputs(self, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding):
+        """A task head's view of its base model (``self.vitx``): always the output dataclass."""
+        return self.vitx(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                         interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True)
+
     def _init_weights(self, module):
         std = getattr(self.config, "initializer_range", 0.02)
         if getattr(module, "_vitx_user_weights", False):
@@ -810,9 +815,7 @@ class VitxForImageClassification(VitxPreTrainedModel):
 
     def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
                 interpolate_pos_encoding=False, return_dict=None, **kwargs):
-        outputs = self.vitx(pixel_values, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states,
-                            interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True)
+        outputs = self.base_outputs(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
         logits = self.classifier(self.head_norm(outputs.pooler_output))
         output = ImageClassifierOutput(
             loss=image_classification_loss(logits, labels, self.config), logits=logits,
@@ -861,9 +864,7 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
 
     def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
                 interpolate_pos_encoding=False, return_dict=None, **kwargs):
-        outputs = self.vitx(pixel_values, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states,
-                            interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True)
+        outputs = self.base_outputs(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
         logits = self.sm_classifier(outputs.sm_pooler_output) + self.lg_classifier(outputs.lg_pooler_output)
         output = CrossVitxImageClassifierOutput(
             loss=image_classification_loss(logits, labels, self.config), logits=logits,
