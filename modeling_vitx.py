@@ -387,9 +387,11 @@ class VitxEncoder(nn.Module):
     def forward(self, hidden_states, output_attentions=False, output_hidden_states=False):
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
+        checkpointed = self.gradient_checkpointing and self.training
+        run = (getattr(self, "_gradient_checkpointing_func", None) or partial(checkpoint, use_reentrant=False)) \
+            if checkpointed else None
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                run = getattr(self, "_gradient_checkpointing_func", None) or partial(checkpoint, use_reentrant=False)
+            if checkpointed:
                 hidden_states, attn = run(layer.__call__, hidden_states, output_attentions)
             else:
                 hidden_states, attn = layer(hidden_states, output_attentions=output_attentions)
