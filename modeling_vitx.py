@@ -224,21 +224,36 @@ class VitxAttention(nn.Module):
         return out, (attn if output_attentions else None)
 
 
-def _iterative_pinv(x, iterations):
-    """Moore-Penrose pseudo-inverse of each (batch, heads) matrix in ``x`` by iterations (Razavi et al., 2014).
+def _iterative_pinv_times(x, values, iterations):
+    """``pinv(x) @ values`` for each (batch, heads) matrix in ``x``, by the iterations of Razavi et al. (2014).
 
-    The starting point is scaled by the largest row and column sums over a sample's heads: nystrom-attention
-    takes them over the whole batch, which matches for a batch of one but makes a sample's result depend
-    on the rest of its batch. Here it never does.
+    The iteration is z <- z p(x z) / 4 with p(X) = 13 - 15 X + 7 X^2 - X^3, from z_0 = x^T / scale, where
+    the scale is the largest row sum times the largest column sum over a sample's heads (nystrom-attention
+    takes them over the whole batch, which makes a sample's result depend on the rest of its batch; here
+    it never does). Every X_k = x z_k is a polynomial in X_0, so they commute: X_{k+1} = X_k p(X_k) / 4
+    needs two square products (X^2, then X^2 (7 X - X^2 - 15)), and pinv(x) @ values = z_0 P_0 ... P_{n-1}
+    values with P_k = p(X_k) / 4 is applied right to left as thin products. That is ~14.5 square products
+    instead of the 24 of forming z: the same result in exact arithmetic, ~40% fewer FLOPs.
     """
     abs_x = x.abs()
     scale = abs_x.sum(dim=-1).flatten(1).amax(dim=1) * abs_x.sum(dim=-2).flatten(1).amax(dim=1)
     z = x.transpose(-1, -2) / scale[:, None, None, None]
-    eye = torch.eye(x.shape[-1], device=x.device, dtype=x.dtype)
-    for _ in range(iterations):
-        xz = x @ z
-        z = 0.25 * z @ (13 * eye - xz @ (15 * eye - xz @ (7 * eye - xz)))
-    return z
+    xz, powers = x @ z, []
+    for _ in range(iterations - 1):
+        square = xz @ xz
+        powers.append((xz, square))
+        inner = square.neg().add_(xz, alpha=7)
+        inner.diagonal(dim1=-2, dim2=-1).sub_(15)
+        xz = (square @ inner).mul_(0.25).add_(xz, alpha=3.25)
+    # the last P needs no square of its own: Horner with thin products, 13 y - X (15 y - X (7 y - X y))
+    y = values
+    for coefficient in (7, 15, 13):
+        y = (xz @ y).neg_().add_(values, alpha=coefficient)
+    y = y.mul_(0.25)
+    for xz, square in reversed(powers):  # P y = (13 y - 15 X y + X^2 (7 y - X y)) / 4
+        xy = xz @ y
+        y = (square @ xy.neg().add_(y, alpha=7)).sub_(xy, alpha=15).add_(y, alpha=13).mul_(0.25)
+    return z @ y
 
 
 class VitxLandmarkAttention(VitxAttention):
@@ -260,22 +275,40 @@ class VitxLandmarkAttention(VitxAttention):
                                   padding=(residual_conv_kernel // 2, 0), groups=self.heads, bias=False) \
             if residual_conv_kernel else None
 
+    def landmarks(self, t, padding):
+        """Means of ``num_landmarks`` consecutive groups of ``t``'s tokens zero-padded at the front by ``padding``,
+        without building the padded tensor: leading groups that are all padding are zeros, the group the real
+        tokens start in sums only those."""
+        group = (t.shape[-2] + padding) // self.num_landmarks
+        empty, partial = divmod(padding, group)
+        start = group - partial if partial else 0
+        parts = [t[..., start:, :].unflatten(-2, (-1, group)).sum(dim=-2)]
+        if partial:
+            parts.insert(0, t[..., :start, :].sum(dim=-2, keepdim=True))
+        if empty:
+            parts.insert(0, t.new_zeros(*t.shape[:-2], empty, t.shape[-1]))
+        return (torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0]).div_(group)
+
     def attend(self, q, k, v, output_attentions):
         padding = -q.shape[-2] % self.num_landmarks
-        q_padded, k_padded, v_padded = (F.pad(t, (0, 0, padding, 0)) for t in (q, k, v)) if padding else (q, k, v)
-        q_landmarks, k_landmarks = (t.unflatten(-2, (self.num_landmarks, -1)).mean(dim=-2) for t in (q_padded, k_padded))
+        k_padded, v_padded = (F.pad(t, (0, 0, padding, 0)) for t in (k, v)) if padding else (k, v)
+        q_landmarks, k_landmarks = self.landmarks(q, padding), self.landmarks(k, padding)
         kernel = (q_landmarks @ k_landmarks.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
-        kernel_inv = _iterative_pinv(kernel.float(), self.pinv_iterations).to(kernel.dtype)
-        landmark_values = kernel_inv @ F.scaled_dot_product_attention(q_landmarks, k_padded, v_padded, scale=self.scale)
+        from_landmarks = F.scaled_dot_product_attention(q_landmarks, k_padded, v_padded, scale=self.scale)
+        landmark_values = _iterative_pinv_times(kernel.float(), from_landmarks.float(), self.pinv_iterations)
+        landmark_values = landmark_values.to(from_landmarks.dtype)
         out = F.scaled_dot_product_attention(q, k_landmarks, landmark_values, scale=self.scale)
-        if self.res_conv is not None:  # the padded zeros at the front are the convolution's own zero border;
-            # depthwise convolutions run ~2.5x faster on CPU in channels-last layout, copy included
-            out = out + self.res_conv(v.contiguous(memory_format=torch.channels_last))
+        if self.res_conv is not None:  # the padded zeros at the front are the convolution's own zero border.
+            # Depthwise convolutions run ~2.5x faster on CPU in channels-last layout, copy included; the sum
+            # goes into the convolution's fresh output, which its backward does not need.
+            out = self.res_conv(v.contiguous(memory_format=torch.channels_last)).add_(out)
         attn = None
         if output_attentions:
             to_landmarks = (q @ k_landmarks.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
-            from_landmarks = (q_landmarks @ k_padded.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
-            attn = (to_landmarks @ kernel_inv) @ from_landmarks[..., padding:]
+            eye = torch.eye(self.num_landmarks, device=q.device).expand_as(kernel)
+            kernel_inv = _iterative_pinv_times(kernel.float(), eye, self.pinv_iterations).to(kernel.dtype)
+            landmark_map = (q_landmarks @ k_padded.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
+            attn = (to_landmarks @ kernel_inv) @ landmark_map[..., padding:]
         return out, attn
 
 
@@ -315,7 +348,12 @@ class VitxFeedForward(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(self.norm(x))))))
+        hidden = self.fc1(self.norm(x))
+        # Without autograd the GELU runs in place (same kernel, same numbers): a fresh tensor of the MLP's
+        # width per block is the costliest allocation of an inference forward where the OS hands freed
+        # pages back (VMs), ~25% of ViT-S/16's time on the benchmark machine.
+        hidden = F.gelu(hidden) if hidden.requires_grad else torch.ops.aten.gelu_(hidden)
+        return self.dropout(self.fc2(self.dropout(hidden)))
 
 
 # layer

@@ -94,7 +94,7 @@ def landmark_pair(residual_conv_kernel=5, num_landmarks=16, depth=2):
     return reference, vit, model, kwargs
 
 
-@pytest.mark.parametrize("tokens", [16, 65, 100])
+@pytest.mark.parametrize("tokens", [16, 5, 65, 47, 100])  # padding: none, whole groups, part of one, both
 @pytest.mark.parametrize("residual_conv_kernel", [5, 0])
 def test_landmark_encoder_matches_nystromformer(tokens, residual_conv_kernel):
     reference, _, model, _ = landmark_pair(residual_conv_kernel)
