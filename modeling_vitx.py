@@ -48,6 +48,13 @@ def _return_dict(value, config):
     return value if value is not None else getattr(config, "return_dict", True)
 
 
+def _residual_add(branch, residual):
+    """``branch + residual``. Without autograd the sum goes into the branch's fresh output (no allocation);
+    with it, out of place: an in-place add on the view a Linear returns makes the backward rebuild it
+    through CopySlices, ~2 ms per ViT-S/16 block."""
+    return branch + residual if branch.requires_grad else branch.add_(residual)
+
+
 def image_classification_loss(logits, labels, config):
     """HF's ``problem_type`` rules: regression, single-label or multi-label classification."""
     if labels is None:
@@ -196,18 +203,25 @@ class VitxAttention(nn.Module):
         self.to_out = nn.Linear(self.inner_dim, dim)
         self.out_dropout = nn.Dropout(config.dropout)
 
+    def split_heads(self, x, parts):
+        """(batch, tokens, parts * heads * dim_head) -> ``parts`` views of (batch, heads, tokens, dim_head).
+
+        Unbinding along the parts axis, before moving heads ahead of tokens, makes the backward stack the
+        gradients straight into the projection's (batch, tokens, parts, heads, dim_head) layout: one copy,
+        where unbinding a (parts, batch, heads, tokens, dim_head) permutation costs two.
+        """
+        return [t.transpose(1, 2) for t in x.unflatten(-1, (parts, self.heads, -1)).unbind(2)]
+
     def project(self, x, context, kv_include_self):
         """Queries, keys and values as (batch, heads, tokens, dim_head)."""
         if context is None:
-            qkv = rearrange(self.to_qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
-            return qkv.unbind(0)
+            return self.split_heads(self.to_qkv(x), 3)
         if kv_include_self:
             context = torch.cat((x, context), dim=1)
         weight, bias = self.to_qkv.weight, self.to_qkv.bias
         q = F.linear(x, weight[: self.inner_dim], None if bias is None else bias[: self.inner_dim])
         kv = F.linear(context, weight[self.inner_dim:], None if bias is None else bias[self.inner_dim:])
-        k, v = rearrange(kv, "b n (kv h d) -> kv b h n d", kv=2, h=self.heads).unbind(0)
-        return rearrange(q, "b n (h d) -> b h n d", h=self.heads), k, v
+        return (*self.split_heads(q, 1), *self.split_heads(kv, 2))
 
     def attend(self, q, k, v, output_attentions):
         """Softmax attention: SDPA, or the explicit softmax when the map is wanted. Returns (values, map)."""
@@ -299,9 +313,11 @@ class VitxLandmarkAttention(VitxAttention):
         landmark_values = landmark_values.to(from_landmarks.dtype)
         out = F.scaled_dot_product_attention(q, k_landmarks, landmark_values, scale=self.scale)
         if self.res_conv is not None:  # the padded zeros at the front are the convolution's own zero border.
-            # Depthwise convolutions run ~2.5x faster on CPU in channels-last layout, copy included; the sum
-            # goes into the convolution's fresh output, which its backward does not need.
-            out = self.res_conv(v.contiguous(memory_format=torch.channels_last)).add_(out)
+            # Depthwise convolutions run ~2.5x faster on CPU in channels-last layout, copy included. The sum
+            # goes in place: into SDPA's output, whose token-major layout makes the merge of heads a view,
+            # unless autograd needs that output; then into the convolution's, which its backward does not.
+            residual = self.res_conv(v.contiguous(memory_format=torch.channels_last))
+            out = residual.add_(out) if out.requires_grad else out.add_(residual)
         attn = None
         if output_attentions:
             to_landmarks = (q @ k_landmarks.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
@@ -369,10 +385,9 @@ class VitxLayer(nn.Module):
         self.feed_forward = VitxFeedForward(config, dim, mlp_dim)
 
     def forward(self, hidden_states, output_attentions=False):
-        # The residuals are added into the branch outputs: fresh tensors no backward saves, still in cache.
         attended, attn = self.attention(hidden_states, output_attentions=output_attentions)
-        hidden_states = attended.add_(hidden_states)
-        return self.feed_forward(hidden_states).add_(hidden_states), attn
+        hidden_states = _residual_add(attended, hidden_states)
+        return _residual_add(self.feed_forward(hidden_states), hidden_states), attn
 
 
 class CrossVitxCrossLayer(nn.Module):
