@@ -267,13 +267,17 @@ def bench_highres(s, device, dtype, matmul, measure_memory=True):
     for image_size, repeats in zip(s["sizes"], s["repeats"]):
         torch.manual_seed(0)
         x = torch.randn(1, 3, image_size, image_size, device=device, dtype=dtype)
-        steps, flops = {}, {}
+        steps, flops, failed = {}, {}, {}
         builders = highres_contenders(s, image_size)
         for name, build in builders.items():
             model, forward = build()
             model.to(device, dtype).eval()
+            try:  # a peer that can't run in this dtype or on this device is reported, not fatal
+                flops[name] = count_flops(lambda: forward(x).detach())
+            except RuntimeError as error:
+                failed[name] = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:200]}
+                continue
             steps[name] = inference_step(forward, x)
-            flops[name] = count_flops(lambda: forward(x).detach())
         # at the largest size a full-attention forward takes minutes on a CPU: one-off setup is noise there
         medians = alternate(steps, repeats, device, warmup=1 if image_size == s["sizes"][0] else 0)
         tokens = (image_size // s["patch_size"]) ** 2
@@ -283,12 +287,14 @@ def bench_highres(s, device, dtype, matmul, measure_memory=True):
                           "landmark_speedup": seconds / medians["vitx-landmark"]}
             if measure_memory:
                 rows[name]["peak_mb"] = peak_memory_child("highres", name, s, image_size, device, dtype)
-        results[str(tokens)] = rows
+        results[str(tokens)] = {**rows, **failed}
         del steps
     sizes = list(results)
     for small, large in zip(sizes, sizes[1:]):
         growth = results.setdefault(f"growth_{small}_to_{large}", {})
         for name in results[small]:
+            if "error" in results[small][name] or "error" in results[large][name]:
+                continue
             growth[name] = {"time": results[large][name]["seconds"] / results[small][name]["seconds"]}
             if measure_memory:
                 growth[name]["memory"] = results[large][name]["peak_mb"] / results[small][name]["peak_mb"]
@@ -339,7 +345,8 @@ def format_report(report):
             lines += [f"{n} | {g['time']:.2f}x | {g.get('memory', float('nan')):.2f}x" for n, g in rows.items()]
         else:
             lines += [f"{key} tokens | seconds | landmark speedup | peak MB", "--- | --- | --- | ---"]
-            lines += [f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f}"
+            lines += [f"{n} | failed: {r['error']} | | " if "error" in r else
+                      f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f}"
                       for n, r in rows.items()]
         lines.append("")
     return "\n".join(lines)

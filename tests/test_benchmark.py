@@ -44,3 +44,27 @@ def test_peak_memory_is_the_childs_own():
     settings = benchmark.QUICK["highres"]
     peak = benchmark.peak_memory_child("highres", "vitx-landmark", settings, 64, torch.device("cpu"), torch.float32)
     assert 0 <= peak < 200 and ballast.sum() > 0
+
+
+def test_a_contender_that_fails_is_reported_not_fatal(monkeypatch):
+    """A peer that can't run in a dtype (nystrom-attention in bfloat16) gets an error row; the rest still run."""
+    real = benchmark.highres_contenders
+
+    def with_a_broken_peer(s, image_size):
+        def broken():
+            model = torch.nn.Linear(1, 1)
+
+            def forward(x):
+                raise RuntimeError("expected scalar type Float but found BFloat16")
+            return model, forward
+        return {**real(s, image_size), "broken": broken}
+
+    monkeypatch.setattr(benchmark, "highres_contenders", with_a_broken_peer)
+    report = benchmark.run(quick=True, sections=("highres",), measure_memory=False)["highres"]
+    small, large, growth = report
+    for size in (small, large):
+        assert report[size]["broken"] == {"error": "RuntimeError: expected scalar type Float but found BFloat16"}
+        assert report[size]["vitx-landmark"]["seconds"] > 0
+    assert "broken" not in report[growth] and "vitx-landmark" in report[growth]
+    assert "broken | failed: RuntimeError" in benchmark.format_report({"machine": {}, "matmul_gflops": 1.0,
+                                                                       "dtype": "bfloat16", "highres": report})
