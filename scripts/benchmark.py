@@ -173,7 +173,34 @@ def training_step(model, forward, x, labels):
     return step
 
 
-def matmul_gflops(n, device, dtype, repeats=5):
+MATRIX_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm"}
+
+
+def kernel_shares(step):
+    """Shares of one CPU step's time spent in matrix products (BLAS) and in fused attention kernels (SDPA).
+
+    Every implementation of the same model calls the same kernels for those, with the same shapes; only the
+    rest (norms, activations, copies, the optimizer) is an implementation's own. So ``seconds * (matrix +
+    attention)`` is the floor of a step, whatever fusion or compiler runs the rest.
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        step()
+    spent = {"matrix": 0.0, "attention": 0.0, "other": 0.0}
+    for event in profiler.key_averages():
+        kind = "matrix" if event.key in MATRIX_PRODUCTS else \
+            "attention" if "scaled_dot_product" in event.key else "other"
+        spent[kind] += event.self_cpu_time_total
+    total = sum(spent.values())
+    return {kind: value / total for kind, value in spent.items()}
+
+
+def floor_bound(shares, seconds, peer_seconds):
+    """The most a step of ``seconds`` could gain over a peer's ``peer_seconds`` if all but its shared kernels
+    (matrix products and attention) took no time."""
+    return peer_seconds / (seconds * (shares["matrix"] + shares["attention"]))
+
+
+def matmul_gflops(n, device, dtype, repeats=11):
     """GFLOP/s of an n x n matrix product: the machine's practical limit for dense math."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     seconds = alternate({"mm": lambda: a @ b}, repeats, device)["mm"]
@@ -252,6 +279,10 @@ def bench_vit(s, device, dtype, compile_model, matmul):
         fastest = min(peers, key=lambda name: rows[name]["seconds"])
         for row in rows.values():
             row["speedup_over_fastest_peer"] = rows[fastest]["seconds"] / row["seconds"]
+        if device.type == "cpu":
+            shares = kernel_shares(steps["vitx"])
+            rows["vitx"]["floor"] = {**shares, "bound_over_fastest_peer": floor_bound(
+                shares, rows["vitx"]["seconds"], rows[fastest]["seconds"])}
         results[mode] = {"fastest_peer": fastest, **rows}
     return results
 
@@ -287,6 +318,11 @@ def bench_highres(s, device, dtype, matmul, measure_memory=True):
                           "landmark_speedup": seconds / medians["vitx-landmark"]}
             if measure_memory:
                 rows[name]["peak_mb"] = peak_memory_child("highres", name, s, image_size, device, dtype)
+        if device.type == "cpu":
+            shares = kernel_shares(steps["vitx-landmark"])
+            rows["vitx-landmark"]["floor"] = {**shares, **{
+                f"bound_over_{name}": floor_bound(shares, medians["vitx-landmark"], seconds)
+                for name, seconds in medians.items() if name != "vitx-landmark"}}
         results[str(tokens)] = {**rows, **failed}
         del steps
     sizes = list(results)
@@ -338,6 +374,8 @@ def format_report(report):
         for name, row in rows.items():
             lines.append(f"{name} | {row['images_per_s']:.2f} | {row['vitx_speedup']:.2f}x | "
                          f"{row['speedup_over_fastest_peer']:.2f}x | {row['gflops']:.1f} | {row['matmul_fraction']:.0%}")
+        if "floor" in rows["vitx"]:
+            lines.append(_floor_line(rows["vitx"]["floor"], "bound_over_fastest_peer", fastest))
         lines.append("")
     for key, rows in report.get("highres", {}).items():
         if key.startswith("growth"):
@@ -348,8 +386,16 @@ def format_report(report):
             lines += [f"{n} | failed: {r['error']} | | " if "error" in r else
                       f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f}"
                       for n, r in rows.items()]
+            if "floor" in rows.get("vitx-landmark", {}):
+                lines += [_floor_line(rows["vitx-landmark"]["floor"], f"bound_over_{peer}", peer)
+                          for peer in ("vitx-full", "vit-pytorch+nystrom") if f"bound_over_{peer}" in rows["vitx-landmark"]["floor"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _floor_line(floor, key, peer):
+    return (f"floor: {floor['matrix']:.0%} of vitx's time in matrix products, {floor['attention']:.0%} in "
+            f"attention kernels; with all else free, at most {floor[key]:.2f}x {peer}")
 
 
 def main(argv=None):

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 import benchmark
@@ -18,12 +19,21 @@ def test_quick_run_reports_every_contender(tmp_path, capsys):
         assert set(rows) == {"vitx", "timm", "transformers", "vit-pytorch"}
         assert rows["vitx"]["vitx_speedup"] == 1.0
         assert all(r["images_per_s"] > 0 and r["gflops"] > 0 for r in rows.values())
+        floor = rows["vitx"]["floor"]  # where vitx's time goes, and what that leaves to gain
+        assert abs(floor["matrix"] + floor["attention"] + floor["other"] - 1) < 1e-9
+        assert floor["matrix"] > 0 and floor["attention"] > 0
+        fastest = rows[report["vit"][mode]["fastest_peer"]]["seconds"]
+        expected = fastest / (rows["vitx"]["seconds"] * (1 - floor["other"]))
+        assert floor["bound_over_fastest_peer"] == pytest.approx(expected, rel=1e-9)
     sizes = [k for k in report["highres"] if not k.startswith("growth")]
     assert sizes == [str((64 // 4) ** 2), str((128 // 4) ** 2)]
     assert set(report["highres"][sizes[0]]) == {"vitx-landmark", "vitx-full", "timm-full", "vit-pytorch+nystrom"}
     assert set(report["highres"][f"growth_{sizes[0]}_to_{sizes[1]}"]["vitx-landmark"]) == {"time"}
+    assert set(report["highres"][sizes[1]]["vitx-landmark"]["floor"]) == {
+        "matrix", "attention", "other", "bound_over_vitx-full", "bound_over_timm-full", "bound_over_vit-pytorch+nystrom"}
     printed = capsys.readouterr().out
     assert "ViT-S/16 inference" in printed and "vitx-landmark" in printed
+    assert "with all else free, at most" in printed
 
 
 def test_contenders_share_the_config():
