@@ -15,7 +15,10 @@ Sections:
             as a fraction of it (FLOPs counted with torch.utils.flop_counter).
 
 Contenders are timed in alternating rounds (the order rotates each round) and the median is reported, with
-each peer's time divided by vitx's ("vitx speedup": above 1 means vitx is faster).
+each peer's time divided by vitx's ("vitx speedup": above 1 means vitx is faster). On CPU each table also
+gets vitx's floor: the shares of its time in matrix products and in attention kernels (torch.profiler),
+which every implementation of the same model shares, and so the most vitx could gain over a peer if all
+else took no time. A contender that can't run in the chosen dtype or device gets an error row.
 """
 
 import argparse
