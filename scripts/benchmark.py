@@ -389,9 +389,9 @@ def format_report(report):
             lines += [f"{n} | failed: {r['error']} | | " if "error" in r else
                       f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f}"
                       for n, r in rows.items()]
-            if "floor" in rows.get("vitx-landmark", {}):
-                lines += [_floor_line(rows["vitx-landmark"]["floor"], f"bound_over_{peer}", peer)
-                          for peer in ("vitx-full", "vit-pytorch+nystrom") if f"bound_over_{peer}" in rows["vitx-landmark"]["floor"]]
+            floor = rows.get("vitx-landmark", {}).get("floor", {})
+            lines += [_floor_line(floor, f"bound_over_{peer}", peer)
+                      for peer in ("vitx-full", "vit-pytorch+nystrom") if f"bound_over_{peer}" in floor]
         lines.append("")
     return "\n".join(lines)
 

@@ -30,7 +30,8 @@ def test_quick_run_reports_every_contender(tmp_path, capsys):
     assert set(report["highres"][sizes[0]]) == {"vitx-landmark", "vitx-full", "timm-full", "vit-pytorch+nystrom"}
     assert set(report["highres"][f"growth_{sizes[0]}_to_{sizes[1]}"]["vitx-landmark"]) == {"time"}
     assert set(report["highres"][sizes[1]]["vitx-landmark"]["floor"]) == {
-        "matrix", "attention", "other", "bound_over_vitx-full", "bound_over_timm-full", "bound_over_vit-pytorch+nystrom"}
+        "matrix", "attention", "other",
+        "bound_over_vitx-full", "bound_over_timm-full", "bound_over_vit-pytorch+nystrom"}
     printed = capsys.readouterr().out
     assert "ViT-S/16 inference" in printed and "vitx-landmark" in printed
     assert "with all else free, at most" in printed

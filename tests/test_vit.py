@@ -1,5 +1,7 @@
 """VitxModel / VitxForImageClassification: the seed's shapes, outputs, attention paths, input errors, training plumbing."""
 
+import copy
+
 import pytest
 import torch
 
@@ -82,6 +84,31 @@ def test_sdpa_is_the_default_path(monkeypatch):
     assert len(calls) == 2
     model(torch.randn(1, 3, 32, 32), output_attentions=True)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("image_size, dtype, grad, sdpa", [
+    (32, torch.bfloat16, True, False),   # bfloat16 CPU training, 65 keys: the explicit softmax, faster there
+    (32, torch.bfloat16, False, True),   # inference: SDPA
+    (32, torch.float32, True, True),     # float32 training: SDPA
+    (112, torch.bfloat16, True, True),   # 785 keys: SDPA (its backward wins from ~1,000 keys; the cut is 640)
+])
+def test_attention_path_by_dtype_and_length(monkeypatch, image_size, dtype, grad, sdpa):
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = VitxForImageClassification(tiny(image_size=image_size)).to(dtype).train()
+    img = torch.randn(2, 3, image_size, image_size, dtype=dtype)
+    with torch.set_grad_enabled(grad):
+        logits = model(img).logits
+    assert len(calls) == (2 if sdpa else 0)
+    with torch.no_grad():
+        reference = copy.deepcopy(model).float()(img.float()).logits  # float32 SDPA, the same weights
+    tolerance = 1e-5 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(logits.float(), reference, atol=tolerance, rtol=tolerance)
+    if grad:
+        logits.float().sum().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_rectangular_images_native():
