@@ -286,7 +286,8 @@ class VitxLandmarkAttention(VitxAttention):
     approximated by softmax(Q K_l^T) pinv(softmax(Q_l K_l^T)) softmax(Q_l K^T) V. Both outer products are
     attention ops of their own, so they run as two fused SDPA calls evaluated right to left: no
     tokens x landmarks (let alone tokens x tokens) tensor exists unless the map is requested. A depthwise
-    convolution over the values (``residual_conv_kernel``, 0 = off) adds a local residual.
+    convolution over the values (``residual_conv_kernel``, 0 = off) adds a local residual. Self-attention
+    only: ``attend`` takes the keys and values padded, as ``project`` makes them.
     """
 
     def __init__(self, config, dim=None, heads=None, dim_head=None, num_landmarks=256, pinv_iterations=6,
@@ -296,6 +297,24 @@ class VitxLandmarkAttention(VitxAttention):
         self.res_conv = nn.Conv2d(self.heads, self.heads, (residual_conv_kernel, 1),
                                   padding=(residual_conv_kernel // 2, 0), groups=self.heads, bias=False) \
             if residual_conv_kernel else None
+
+    def project(self, x, context, kv_include_self):
+        """Queries, and keys and values zero-padded at the front to a multiple of ``num_landmarks``. Without
+        autograd each sample's projection is written straight into the padded buffer; with it, keys and
+        values are padded copies."""
+        if context is not None:
+            raise ValueError("landmark attention is self-attention only: it takes no `context`")
+        padding = -x.shape[1] % self.num_landmarks
+        if padding and not torch.is_grad_enabled():
+            qkv = x.new_empty(x.shape[0], padding + x.shape[1], 3 * self.inner_dim)
+            qkv[:, :padding].zero_()
+            weight, bias = self.to_qkv.weight.t(), self.to_qkv.bias
+            for sample, rows in zip(x, qkv[:, padding:]):  # one sample's rows are contiguous
+                torch.mm(sample, weight, out=rows) if bias is None else torch.addmm(bias, sample, weight, out=rows)
+            q, k, v = self.split_heads(qkv, 3)
+            return q[..., padding:, :], k, v
+        q, k, v = super().project(x, None, False)
+        return (q, *(F.pad(t, (0, 0, padding, 0)) for t in (k, v))) if padding else (q, k, v)
 
     def landmarks(self, t, padding):
         """Means of ``num_landmarks`` consecutive groups of ``t``'s tokens zero-padded at the front by ``padding``,
@@ -311,10 +330,10 @@ class VitxLandmarkAttention(VitxAttention):
             parts.insert(0, t.new_zeros(*t.shape[:-2], empty, t.shape[-1]))
         return (torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0]).div_(group)
 
-    def attend(self, q, k, v, output_attentions):
-        padding = -q.shape[-2] % self.num_landmarks
-        k_padded, v_padded = (F.pad(t, (0, 0, padding, 0)) for t in (k, v)) if padding else (k, v)
-        q_landmarks, k_landmarks = self.landmarks(q, padding), self.landmarks(k, padding)
+    def attend(self, q, k_padded, v_padded, output_attentions):
+        padding = k_padded.shape[-2] - q.shape[-2]
+        v = v_padded[..., padding:, :]
+        q_landmarks, k_landmarks = self.landmarks(q, padding), self.landmarks(k_padded[..., padding:, :], padding)
         kernel = (q_landmarks @ k_landmarks.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
         from_landmarks = F.scaled_dot_product_attention(q_landmarks, k_padded, v_padded, scale=self.scale)
         landmark_values = _iterative_pinv_times(kernel.float(), from_landmarks.float(), self.pinv_iterations)

@@ -116,6 +116,23 @@ def test_landmark_standalone_module_with_seed_signature():
     assert (attention.num_landmarks, attention.pinv_iterations, attention.res_conv.kernel_size) == (8, 6, (33, 1))
 
 
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_landmark_inference_and_training_paths_agree(qkv_bias):
+    """Without autograd the projection is written into a zero-padded buffer; with it, keys and values are
+    padded copies. Same numbers either way, per sample and with bias."""
+    model = VitxForImageClassification(VitxConfig(**tiny_vit_kwargs(
+        encoder="landmark", encoder_kwargs={"num_landmarks": 16}, qkv_bias=qkv_bias))).eval()
+    img = torch.randn(3, 3, 32, 32)  # 65 tokens: 15 of padding
+    with torch.no_grad():
+        buffered = model(img).logits
+    tracked = model(img).logits
+    torch.testing.assert_close(buffered, tracked.detach(), atol=1e-6, rtol=1e-6)
+    tracked.sum().backward()
+    assert model.vitx.encoder.layers[0].attention.to_qkv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="self-attention only"):
+        model.vitx.encoder.layers[0].attention(torch.randn(1, 65, 32), context=torch.randn(1, 9, 32))
+
+
 def test_efficient_nystrom_conversion_logits(tmp_path):
     _, vit, model, kwargs = landmark_pair()
     img = torch.randn(2, 3, 32, 32)
