@@ -3,7 +3,8 @@
 Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoder,
 pretrained base, models, heads, registration. One attention module serves every
 family; it runs ``F.scaled_dot_product_attention`` unless attention maps are asked
-for (or ``attn_implementation="eager"``), in which case it runs the explicit softmax.
+for (or ``attn_implementation="eager"``, or bfloat16 training on CPU over short sequences, where it is
+faster), in which case it runs the explicit softmax. Without autograd, GELU and residual sums run in place.
 The architectures match vit-pytorch's ``ViT`` and ``CrossViT`` so their weights carry over exactly; with
 ``patch_norm=False`` the ViT is the classic ViT of HF transformers and timm.
 """
@@ -56,10 +57,13 @@ def _return_dict(value, config):
 
 
 def _residual_add(branch, residual):
-    """``branch + residual``. Without autograd the sum goes into the branch's fresh output (no allocation);
-    with it, out of place: an in-place add on the view a Linear returns makes the backward rebuild it
-    through CopySlices, ~2 ms per ViT-S/16 block."""
-    return branch + residual if branch.requires_grad else branch.add_(residual)
+    """``branch + residual``. Without autograd, and where the sum keeps the branch's dtype (not so under
+    autocast, whose low-precision branches join a float32 stream), it goes into the branch's fresh output:
+    no allocation. With autograd, out of place: an in-place add on the view a Linear returns makes the
+    backward rebuild it through CopySlices, ~2 ms per ViT-S/16 block."""
+    if branch.requires_grad or branch.dtype != residual.dtype:
+        return branch + residual
+    return branch.add_(residual)
 
 
 def image_classification_loss(logits, labels, config):
@@ -299,21 +303,11 @@ class VitxLandmarkAttention(VitxAttention):
             if residual_conv_kernel else None
 
     def project(self, x, context, kv_include_self):
-        """Queries, and keys and values zero-padded at the front to a multiple of ``num_landmarks``. Without
-        autograd each sample's projection is written straight into the padded buffer; with it, keys and
-        values are padded copies."""
+        """Queries, and keys and values zero-padded at the front to a multiple of ``num_landmarks``."""
         if context is not None:
             raise ValueError("landmark attention is self-attention only: it takes no `context`")
-        padding = -x.shape[1] % self.num_landmarks
-        if padding and not torch.is_grad_enabled():
-            qkv = x.new_empty(x.shape[0], padding + x.shape[1], 3 * self.inner_dim)
-            qkv[:, :padding].zero_()
-            weight, bias = self.to_qkv.weight.t(), self.to_qkv.bias
-            for sample, rows in zip(x, qkv[:, padding:]):  # one sample's rows are contiguous
-                torch.mm(sample, weight, out=rows) if bias is None else torch.addmm(bias, sample, weight, out=rows)
-            q, k, v = self.split_heads(qkv, 3)
-            return q[..., padding:, :], k, v
         q, k, v = super().project(x, None, False)
+        padding = -x.shape[1] % self.num_landmarks
         return (q, *(F.pad(t, (0, 0, padding, 0)) for t in (k, v))) if padding else (q, k, v)
 
     def landmarks(self, t, padding):
@@ -340,11 +334,9 @@ class VitxLandmarkAttention(VitxAttention):
         landmark_values = landmark_values.to(from_landmarks.dtype)
         out = F.scaled_dot_product_attention(q, k_landmarks, landmark_values, scale=self.scale)
         if self.res_conv is not None:  # the padded zeros at the front are the convolution's own zero border.
-            # Depthwise convolutions run ~2.5x faster on CPU in channels-last layout, copy included. The sum
-            # goes in place: into SDPA's output, whose token-major layout makes the merge of heads a view,
-            # unless autograd needs that output; then into the convolution's, which its backward does not.
-            residual = self.res_conv(v.contiguous(memory_format=torch.channels_last))
-            out = residual.add_(out) if out.requires_grad else out.add_(residual)
+            # Depthwise convolutions run ~2.5x faster on CPU in channels-last layout, copy included. Without
+            # autograd the sum lands in SDPA's output, whose token-major layout makes the merge of heads a view.
+            out = _residual_add(out, self.res_conv(v.contiguous(memory_format=torch.channels_last)))
         attn = None
         if output_attentions:
             to_landmarks = (q @ k_landmarks.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
