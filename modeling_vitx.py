@@ -66,8 +66,13 @@ def _residual_add(branch, residual):
     return branch.add_(residual)
 
 
-def image_classification_loss(logits, labels, config):
-    """HF's ``problem_type`` rules: regression, single-label or multi-label classification."""
+def image_classification_loss(logits, labels, config, num_items_in_batch=None):
+    """HF's ``problem_type`` rules: regression, single-label or multi-label classification.
+
+    ``num_items_in_batch`` is the Trainer's count of labels over every micro-batch of an optimizer step (and
+    every process): the loss is then the sum over this micro-batch divided by it, so gradient accumulation
+    and data parallelism give the gradient of one large batch. Class id -100 is ignored, as in HF's losses.
+    """
     if labels is None:
         return None
     labels = labels.to(logits.device)
@@ -79,18 +84,28 @@ def image_classification_loss(logits, labels, config):
             config.problem_type = "single_label_classification"
         else:
             config.problem_type = "multi_label_classification"
+    reduction = "mean" if num_items_in_batch is None else "sum"
     if config.problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype)) if num_labels == 1 \
-            else F.mse_loss(logits, labels.to(logits.dtype))
-    if config.problem_type == "single_label_classification":
+        loss = F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype), reduction=reduction) \
+            if num_labels == 1 else F.mse_loss(logits, labels.to(logits.dtype), reduction=reduction)
+    elif config.problem_type == "single_label_classification":
         labels = labels.view(-1)
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
-            raise ValueError(
-                f"`labels` must be class ids in [0, {num_labels}), got values from {labels.min().item()} "
-                f"to {labels.max().item()}."
-            )
-        return F.cross_entropy(logits.view(-1, num_labels), labels)
-    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        _check_class_ids(labels, num_labels)
+        loss = F.cross_entropy(logits.view(-1, num_labels), labels, reduction=reduction)
+    else:
+        loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction=reduction)
+    return loss if num_items_in_batch is None else loss / num_items_in_batch
+
+
+def _check_class_ids(labels, num_labels):
+    """A clear error for class ids outside [0, num_labels) (other than the ignored -100), in eager mode; traced
+    and compiled graphs skip it, since it reads the labels' values."""
+    if torch.compiler.is_compiling() or not labels.numel():
+        return
+    wrong = (labels < 0) & (labels != -100) | (labels >= num_labels)
+    if wrong.any():
+        raise ValueError(f"`labels` must be class ids in [0, {num_labels}) or -100 (ignored), got "
+                         f"{sorted(set(labels[wrong].tolist()))[:10]}.")
 
 
 # embeddings
@@ -892,7 +907,7 @@ class VitxForImageClassification(VitxPreTrainedModel):
         outputs = self.base_outputs(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
         logits = self.classifier(self.head_norm(outputs.pooler_output))
         output = ImageClassifierOutput(
-            loss=image_classification_loss(logits, labels, self.config), logits=logits,
+            loss=image_classification_loss(logits, labels, self.config, kwargs.get("num_items_in_batch")), logits=logits,
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
         )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
@@ -941,7 +956,7 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
         outputs = self.base_outputs(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
         logits = self.sm_classifier(outputs.sm_pooler_output) + self.lg_classifier(outputs.lg_pooler_output)
         output = CrossVitxImageClassifierOutput(
-            loss=image_classification_loss(logits, labels, self.config), logits=logits,
+            loss=image_classification_loss(logits, labels, self.config, kwargs.get("num_items_in_batch")), logits=logits,
             sm_hidden_states=outputs.sm_hidden_states, lg_hidden_states=outputs.lg_hidden_states,
             sm_attentions=outputs.sm_attentions, lg_attentions=outputs.lg_attentions,
             sm_cross_attentions=outputs.sm_cross_attentions, lg_cross_attentions=outputs.lg_cross_attentions,

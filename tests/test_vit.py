@@ -148,8 +148,11 @@ def test_problem_types():
     out = single(img, labels=torch.tensor([0, 1, 2, 9]))
     torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 1, 2, 9])))
     assert single.config.problem_type == "single_label_classification"
-    with pytest.raises(ValueError, match=r"`labels` must be class ids in \[0, 10\), got values from 0 to 12"):
-        VitxForImageClassification(tiny())(img, labels=torch.tensor([0, 1, 2, 12]))
+    with pytest.raises(ValueError, match=r"`labels` must be class ids in \[0, 10\) or -100 \(ignored\), got \[-3, 12\]"):
+        VitxForImageClassification(tiny())(img, labels=torch.tensor([0, -3, -100, 12]))
+    ignored = single(img, labels=torch.tensor([0, -100, 2, 9]))  # HF's ignore index drops a sample from the mean
+    torch.testing.assert_close(ignored.loss, torch.nn.functional.cross_entropy(ignored.logits[[0, 2, 3]],
+                                                                              torch.tensor([0, 2, 9])))
     multi = VitxForImageClassification(tiny())
     targets = torch.randint(0, 2, (4, 10)).float()
     out = multi(img, labels=targets)
