@@ -76,9 +76,31 @@ def patch_grid(image_size, patch_size, image_name="image_size", patch_name="patc
     return ih // ph, iw // pw
 
 
+def check_odd_kernel(name, value):
+    """Raise ``ValueError`` unless ``value`` is 0 (off) or a positive odd int."""
+    if not _is_int(value) or value < 0 or (value and value % 2 == 0):
+        raise ValueError(f"`{name}` must be 0 (off) or a positive odd int, got {value!r}.")
+    return value
+
+
+# The options of each built-in encoder whose options vitx defines: name -> (default, check). A config completes
+# `encoder_kwargs` with the defaults, so a saved folder states every value. The "x-transformers" encoder takes
+# any `x_transformers.Encoder` option, which x-transformers checks when the model is built; encoders added with
+# `modeling_vitx.register_encoder` check theirs when built too.
+ENCODER_OPTIONS = {
+    "vit": {},
+    "landmark": {
+        "num_landmarks": (256, check_positive_int),
+        "pinv_iterations": (6, check_positive_int),
+        "residual_conv_kernel": (33, check_odd_kernel),
+    },
+}
+
+
 def check_encoder(encoder, encoder_kwargs):
-    """``encoder`` names a registered encoder (or is a module handed over through ``from_pretrained``);
-    ``encoder_kwargs`` is a JSON-serializable dict, so the choice survives ``save_pretrained``."""
+    """``encoder`` names an encoder (or is a module handed over through an Auto class's ``from_pretrained``);
+    ``encoder_kwargs`` is a JSON-serializable dict, so the choice survives ``save_pretrained``, and for an
+    encoder of ``ENCODER_OPTIONS`` holds only its options, checked and completed with their defaults."""
     if not (isinstance(encoder, str) and encoder) and not hasattr(encoder, "forward"):
         raise ValueError(f"`encoder` must be the name of a registered encoder, got {encoder!r}.")
     encoder_kwargs = {} if encoder_kwargs is None else encoder_kwargs
@@ -88,7 +110,19 @@ def check_encoder(encoder, encoder_kwargs):
         json.dumps(encoder_kwargs)
     except TypeError:
         raise ValueError(f"`encoder_kwargs` must be a JSON-serializable dict, got {encoder_kwargs!r}.") from None
-    return encoder, encoder_kwargs
+    if not isinstance(encoder, str) or encoder not in ENCODER_OPTIONS:
+        return encoder, encoder_kwargs
+    return encoder, encoder_options(encoder, encoder_kwargs)
+
+
+def encoder_options(encoder, encoder_kwargs):
+    """The options of a built-in encoder of ``ENCODER_OPTIONS``: ``encoder_kwargs`` checked, with the defaults."""
+    options = ENCODER_OPTIONS[encoder]
+    unknown = sorted(set(encoder_kwargs) - set(options))
+    if unknown:
+        raise ValueError(f"unknown `encoder_kwargs` {unknown} for the {encoder!r} encoder; allowed: "
+                         f"{sorted(options) or 'none'}.")
+    return {name: check(name, encoder_kwargs.get(name, default)) for name, (default, check) in options.items()}
 
 
 def _set_num_labels(num_classes, kwargs):
@@ -128,8 +162,9 @@ class VitxConfig(PretrainedConfig):
         encoder (`str`, defaults to `"vit"`): the registered encoder to build (`"vit"`, `"landmark"`,
             `"x-transformers"`, or a name added with `modeling_vitx.register_encoder`). `"module"` records a model
             built around a user-supplied encoder module.
-        encoder_kwargs (`dict`, defaults to `{}`): that encoder's own options, JSON-serializable (for `"landmark"`:
-            `num_landmarks`, `pinv_iterations`, `residual_conv_kernel`).
+        encoder_kwargs (`dict`, defaults to `{}`): that encoder's own options, JSON-serializable. For the encoders
+            of `ENCODER_OPTIONS` they are checked here and completed with the defaults (`"landmark"`:
+            `num_landmarks` 256, `pinv_iterations` 6, `residual_conv_kernel` 33, 0 = off; `"vit"`: none).
 
     Example:
 
@@ -239,7 +274,8 @@ class CrossVitxConfig(PretrainedConfig):
         sm_patch_size (`int` or `(int, int)`, defaults to 12): patch size of the small-patch stream; must be smaller
             than `lg_patch_size`.
         sm_enc_depth (`int`, defaults to 1): transformer blocks of the small-patch stream per multi-scale block.
-        sm_enc_heads (`int`, defaults to 8): attention heads of the small-patch stream.
+        sm_enc_heads (`int`, defaults to 8): attention heads of the small-patch stream (`num_attention_heads`, the
+            heads of the stream the model's generic `attentions` output shows).
         sm_enc_mlp_dim (`int`, defaults to 2048): feed-forward width of the small-patch stream.
         sm_enc_dim_head (`int`, defaults to 64): width of each attention head of the small-patch stream.
         lg_dim (`int`, defaults to 384): token width of the large-patch stream.
@@ -272,6 +308,7 @@ class CrossVitxConfig(PretrainedConfig):
     model_type = "crossvitx"
     attribute_map = {
         "hidden_size": "sm_dim",
+        "num_attention_heads": "sm_enc_heads",
         "num_hidden_layers": "depth",
         "num_channels": "channels",
         "num_classes": "num_labels",
@@ -350,4 +387,4 @@ AutoConfig.register("vitx", VitxConfig, exist_ok=True)
 CrossVitxConfig.register_for_auto_class()
 AutoConfig.register("crossvitx", CrossVitxConfig, exist_ok=True)
 
-__all__ = ["CrossVitxConfig", "VitxConfig"]
+__all__ = ["CrossVitxConfig", "ENCODER_OPTIONS", "VitxConfig"]

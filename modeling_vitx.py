@@ -1,50 +1,61 @@
 """vitx: Vision Transformers as Hugging Face models.
 
-Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoder,
-pretrained base, models, heads, registration. One attention module serves every
-family; it runs ``F.scaled_dot_product_attention`` unless attention maps are asked
-for (or ``attn_implementation="eager"``, or bfloat16 training on CPU over short sequences, where it is
-faster), in which case it runs the explicit softmax. Without autograd, GELU and residual sums run in place.
-The architectures match vit-pytorch's ``ViT`` and ``CrossViT`` so their weights carry over exactly; with
-``patch_norm=False`` the ViT is the classic ViT of HF transformers and timm.
+Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoders, pretrained base, models,
+heads, registration. The data path: ``pixel_values`` -> embeddings (patches, CLS token, positions) -> an
+encoder (any module that keeps the encoder contract of ``VitxEncoderBase``) -> the pooled token -> a head.
+
+One attention module serves every family: ``F.scaled_dot_product_attention``, or the explicit softmax when
+attention maps are requested or the model's ``attn_implementation`` is ``"eager"``. Blocks take their sizes as
+keywords and the config only for what the whole model shares (dropout, norm epsilon, QKV bias, the attention
+implementation). No module writes into a tensor another module returned, and every parameter is used by its
+own module's forward, so hooks, adapters and offloading see the model as it runs. The architectures match
+vit-pytorch's ``ViT`` and ``CrossViT`` so their weights carry over exactly; with ``patch_norm=False`` the ViT
+is the classic ViT of HF transformers and timm.
 """
 
+import copy
 import importlib
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, wraps
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel, AutoModelForImageClassification, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 try:  # as Hub remote code, the config file sits beside this one in a package
-    from .configuration_vitx import CrossVitxConfig, VitxConfig, check_positive_int, patch_grid, to_pair
+    from .configuration_vitx import CrossVitxConfig, VitxConfig, encoder_options, to_pair
 except ImportError:  # installed as top-level modules. Imported by name: transformers 4.x scans remote code for
     # `from X import` lines outside try blocks and would take this fallback for a package the Hub copy needs.
     _configuration = importlib.import_module("configuration_vitx")
-    CrossVitxConfig, VitxConfig, check_positive_int, patch_grid, to_pair = (
-        getattr(_configuration, name)
-        for name in ("CrossVitxConfig", "VitxConfig", "check_positive_int", "patch_grid", "to_pair"))
+    CrossVitxConfig, VitxConfig, encoder_options, to_pair = (
+        getattr(_configuration, name) for name in ("CrossVitxConfig", "VitxConfig", "encoder_options", "to_pair"))
+
+try:  # transformers >= 4.52: the layer contract its own models follow (checkpointing, every_n_layers)
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:  # older transformers: the same contract, written out
+    class GradientCheckpointingLayer(nn.Module):
+        """A layer whose ``forward`` (not ``__call__``, so its hooks fire once) is checkpointed when enabled."""
+
+        gradient_checkpointing = False
+
+        def __init_subclass__(cls, **kwargs):
+            super().__init_subclass__(**kwargs)
+            forward = cls.forward
+
+            @wraps(forward)
+            def checkpointed_forward(self, *args, **kwargs):
+                if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                    return self._gradient_checkpointing_func(partial(forward, self, **kwargs), *args)
+                return forward(self, *args, **kwargs)
+
+            cls.forward = checkpointed_forward
 
 # helpers
-
-
-def _wants_eager(config, output_attentions):
-    """The explicit softmax path runs only when maps are requested or eager attention is configured."""
-    return bool(output_attentions) or getattr(config, "_attn_implementation", None) == "eager"
-
-
-def _explicit_softmax_is_faster(q, k):
-    """Training in bfloat16 on CPU, SDPA's backward is slower than the explicit softmax's over short key
-    sequences (measured here, ViT-S/16 blocks: explicit 1.2x faster at 197 tokens, 1.14x at 577, 0.79x
-    at 1,025); the explicit path keeps the (tokens x keys) map for backward, which is small there."""
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad and k.shape[-2] <= 640
 
 
 def _flag(value, config, name):
@@ -56,17 +67,15 @@ def _return_dict(value, config):
     return value if value is not None else getattr(config, "return_dict", True)
 
 
-def _residual_add(branch, residual):
-    """``branch + residual``. Without autograd, and where the sum keeps the branch's dtype (not so under
-    autocast, whose low-precision branches join a float32 stream), it goes into the branch's fresh output:
-    no allocation. With autograd, out of place: an in-place add on the view a Linear returns makes the
-    backward rebuild it through CopySlices, ~2 ms per ViT-S/16 block."""
-    if branch.requires_grad or branch.dtype != residual.dtype:
-        return branch + residual
-    return branch.add_(residual)
+def _num_items_in_batch(model, kwargs):
+    """The Trainer's ``num_items_in_batch``, the one extra keyword a head takes; any other is a mistake."""
+    unknown = sorted(set(kwargs) - {"num_items_in_batch"})
+    if unknown:
+        raise TypeError(f"{type(model).__name__}.forward() got unexpected keyword arguments {unknown}.")
+    return kwargs.get("num_items_in_batch")
 
 
-def image_classification_loss(logits, labels, config, num_items_in_batch=None):
+def _image_classification_loss(logits, labels, config, num_items_in_batch=None):
     """HF's ``problem_type`` rules: regression, single-label or multi-label classification.
 
     ``num_items_in_batch`` is the Trainer's count of labels over every micro-batch of an optimizer step (and
@@ -108,22 +117,26 @@ def _check_class_ids(labels, num_labels):
                          f"{sorted(set(labels[wrong].tolist()))[:10]}.")
 
 
+def _qualified_name(obj):
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
 # embeddings
 
 
 class VitxPatchEmbeddings(nn.Module):
     """Cuts an image into patches and projects each to ``dim``, as (batch, patches, dim) in row-major patch order.
 
-    ``config.patch_norm=True`` (vit-pytorch): LayerNorm -> Linear -> LayerNorm on the flattened patches.
-    ``config.patch_norm=False`` (the classic ViT of HF and timm): a Conv2d with kernel and stride equal to the patch.
+    ``patch_norm=True`` (vit-pytorch): LayerNorm -> Linear -> LayerNorm on the flattened patches, each flattened
+    as (patch row, patch column, channel). ``patch_norm=False`` (the classic ViT of HF and timm): a Conv2d with
+    kernel and stride equal to the patch. Reshapes never name the batch size, so exported graphs keep it dynamic.
     """
 
-    def __init__(self, config, dim, patch_size):
+    def __init__(self, config, *, dim, patch_size, patch_norm):
         super().__init__()
         self.patch_height, self.patch_width = to_pair(patch_size)
-        # a config class without the switch (another family's) keeps vit-pytorch's embedding
-        self.patch_norm = getattr(config, "patch_norm", True)
-        if self.patch_norm:
+        self.patch_norm = patch_norm
+        if patch_norm:
             patch_dim = config.channels * self.patch_height * self.patch_width
             self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
             self.projection = nn.Linear(patch_dim, dim)
@@ -134,28 +147,25 @@ class VitxPatchEmbeddings(nn.Module):
 
     def forward(self, pixel_values):
         if not self.patch_norm:
-            return rearrange(self.projection(pixel_values), "b d h w -> b (h w) d")
-        patches = rearrange(pixel_values, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=self.patch_height,
-                            p2=self.patch_width)
+            return self.projection(pixel_values).flatten(2).transpose(1, 2)
+        # (b, c, rows * ph, cols * pw) -> (b, rows, cols, ph, pw, c) -> (b, rows * cols, ph * pw * c)
+        patches = pixel_values.unflatten(2, (-1, self.patch_height)).unflatten(4, (-1, self.patch_width))
+        patches = patches.permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2)
         return self.norm_out(self.projection(self.norm_in(patches)))
 
 
 class VitxEmbeddings(nn.Module):
     """Patch embeddings, an optional CLS token, learned positions and embedding dropout.
 
-    The position table is learned for ``config.image_size``; ``interpolate_pos_encoding=True``
-    resamples it (bicubic, as HF's ViT) for other resolutions.
+    The position table is learned for ``config.image_size``; ``interpolate_pos_encoding=True`` resamples it
+    (bicubic, as HF's ViT) for other resolutions.
     """
 
-    def __init__(self, config, dim=None, patch_size=None, use_cls_token=None):
+    def __init__(self, config, *, dim, patch_size, patch_norm, use_cls_token):
         super().__init__()
-        dim = dim or config.dim
-        patch_size = patch_size or config.patch_size
-        use_cls_token = config.pool == "cls" if use_cls_token is None else use_cls_token
-        self.image_size, self.channels = to_pair(config.image_size), config.channels
-        self.patch_size = to_pair(patch_size)
-        self.grid = patch_grid(config.image_size, patch_size)
-        self.patch_embeddings = VitxPatchEmbeddings(config, dim, patch_size)
+        self.image_size, self.channels, self.patch_size = to_pair(config.image_size), config.channels, to_pair(patch_size)
+        self.grid = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
+        self.patch_embeddings = VitxPatchEmbeddings(config, dim=dim, patch_size=patch_size, patch_norm=patch_norm)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if use_cls_token else None
         self.num_prefix_tokens = int(use_cls_token)
         self.position_embeddings = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.grid[0] * self.grid[1], dim))
@@ -197,7 +207,7 @@ class VitxEmbeddings(nn.Module):
         self.check_pixel_values(pixel_values, interpolate_pos_encoding)
         tokens = self.patch_embeddings(pixel_values)
         if self.cls_token is not None:
-            tokens = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
+            tokens = torch.cat((self.cls_token.expand_as(tokens[:, :1]), tokens), dim=1)
         positions = self.position_embeddings
         if interpolate_pos_encoding:
             positions = self.interpolate_pos_encoding(*pixel_values.shape[-2:])
@@ -210,59 +220,42 @@ class VitxEmbeddings(nn.Module):
 class VitxAttention(nn.Module):
     """Pre-norm multi-head attention: the one attention module of every vitx family.
 
-    Self-attention: ``attention(x)``. Cross-attention: ``attention(x, context)`` takes queries
-    from ``x`` and keys/values from ``context`` (with ``kv_include_self``, from the normed ``x``
-    followed by ``context``, as CrossViT's CLS token attends to itself too). Query, key and value
-    share one fused projection ``to_qkv``; cross-attention applies its rows separately.
+    Self-attention: ``attention(x)``. Cross-attention: ``attention(x, context)``: queries from ``x``, keys and
+    values from the normed ``x`` followed by ``context`` (CrossViT's CLS token attends to itself and the other
+    stream). Query, key and value come from one fused projection ``to_qkv``, always called as a module.
     Returns ``(output, attention map or None)``; the map is post-softmax, before dropout.
     """
 
-    def __init__(self, config, dim=None, heads=None, dim_head=None):
+    def __init__(self, config, *, dim, heads, dim_head):
         super().__init__()
-        dim, self.heads, dim_head = dim or config.dim, heads or config.heads, dim_head or config.dim_head
         self.config = config
-        self.inner_dim = self.heads * dim_head
-        self.scale = dim_head ** -0.5
-        self.dropout = config.dropout
+        self.heads, self.scale = heads, dim_head ** -0.5
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.to_qkv = nn.Linear(dim, self.inner_dim * 3, bias=config.qkv_bias)
-        self.to_out = nn.Linear(self.inner_dim, dim)
+        self.to_qkv = nn.Linear(dim, heads * dim_head * 3, bias=config.qkv_bias)
+        self.to_out = nn.Linear(heads * dim_head, dim)
         self.out_dropout = nn.Dropout(config.dropout)
 
-    def split_heads(self, x, parts):
-        """(batch, tokens, parts * heads * dim_head) -> ``parts`` views of (batch, heads, tokens, dim_head).
-
-        Unbinding along the parts axis, before moving heads ahead of tokens, makes the backward stack the
-        gradients straight into the projection's (batch, tokens, parts, heads, dim_head) layout: one copy,
-        where unbinding a (parts, batch, heads, tokens, dim_head) permutation costs two.
-        """
-        return [t.transpose(1, 2) for t in x.unflatten(-1, (parts, self.heads, -1)).unbind(2)]
-
-    def project(self, x, context, kv_include_self):
-        """Queries, keys and values as (batch, heads, tokens, dim_head)."""
-        if context is None:
-            return self.split_heads(self.to_qkv(x), 3)
-        if kv_include_self:
-            context = torch.cat((x, context), dim=1)
-        weight, bias = self.to_qkv.weight, self.to_qkv.bias
-        q = F.linear(x, weight[: self.inner_dim], None if bias is None else bias[: self.inner_dim])
-        kv = F.linear(context, weight[self.inner_dim:], None if bias is None else bias[self.inner_dim:])
-        return (*self.split_heads(q, 1), *self.split_heads(kv, 2))
+    def project(self, x, context):
+        """Queries, keys and values as (batch, heads, tokens, dim_head). Unbinding the (query, key, value) axis
+        before moving heads ahead of tokens lets the backward stack the gradients straight into the projection's
+        layout: one copy where unbinding a (3, batch, heads, tokens, dim_head) permutation costs two."""
+        tokens = x if context is None else torch.cat((x, context), dim=1)
+        q, k, v = (t.transpose(1, 2) for t in self.to_qkv(tokens).unflatten(-1, (3, self.heads, -1)).unbind(2))
+        return (q if context is None else q[:, :, : x.shape[1]]), k, v
 
     def attend(self, q, k, v, output_attentions):
-        """Softmax attention: SDPA, or the explicit softmax when the map is wanted (or faster, see
-        ``_explicit_softmax_is_faster``). Returns (values, map)."""
-        dropout = self.dropout if self.training else 0.0
-        if not (_wants_eager(self.config, output_attentions) or _explicit_softmax_is_faster(q, k)):
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), None
-        attn = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
-        return torch.matmul(F.dropout(attn, dropout), v), attn
+        """Softmax attention: SDPA, or the explicit softmax when the map is wanted or ``eager`` is configured.
+        Returns (values, map or None)."""
+        dropout = self.config.dropout if self.training else 0.0
+        if not output_attentions and self.config._attn_implementation != "eager":
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale), None
+        attn = (q @ k.transpose(-1, -2) * self.scale).softmax(dim=-1)
+        return F.dropout(attn, dropout, self.training) @ v, (attn if output_attentions else None)
 
-    def forward(self, x, context=None, kv_include_self=False, output_attentions=False):
+    def forward(self, x, context=None, output_attentions=False):
         x = self.norm(x)
-        out, attn = self.attend(*self.project(x, context, kv_include_self), output_attentions)
-        out = self.out_dropout(self.to_out(rearrange(out, "b h n d -> b n (h d)")))
-        return out, (attn if output_attentions else None)
+        out, attn = self.attend(*self.project(x, context), output_attentions)
+        return self.out_dropout(self.to_out(out.transpose(1, 2).flatten(2))), attn
 
 
 def _iterative_pinv_times(x, values, iterations):
@@ -279,13 +272,12 @@ def _iterative_pinv_times(x, values, iterations):
     abs_x = x.abs()
     scale = abs_x.sum(dim=-1).flatten(1).amax(dim=1) * abs_x.sum(dim=-2).flatten(1).amax(dim=1)
     z = x.transpose(-1, -2) / scale[:, None, None, None]
+    fifteen = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device) * 15
     xz, powers = x @ z, []
     for _ in range(iterations - 1):
         square = xz @ xz
         powers.append((xz, square))
-        inner = square.neg().add_(xz, alpha=7)
-        inner.diagonal(dim1=-2, dim2=-1).sub_(15)
-        xz = (square @ inner).mul_(0.25).add_(xz, alpha=3.25)
+        xz = (square @ (xz * 7 - square - fifteen)).mul_(0.25).add_(xz, alpha=3.25)
     # the last P needs no square of its own: Horner with thin products, 13 y - X (15 y - X (7 y - X y))
     y = values
     for coefficient in (7, 15, 13):
@@ -300,87 +292,69 @@ def _iterative_pinv_times(x, values, iterations):
 class VitxLandmarkAttention(VitxAttention):
     """Nystrom landmark attention (Xiong et al., 2021): ``VitxAttention`` with a linear-cost attend step.
 
-    With keys and values zero-padded at the front to a multiple of ``num_landmarks`` (as nystrom-attention
-    does), landmarks are the means of consecutive groups of queries and keys, and softmax(QK^T) V is
-    approximated by softmax(Q K_l^T) pinv(softmax(Q_l K_l^T)) softmax(Q_l K^T) V. Both outer products are
-    attention ops of their own, so they run as two fused SDPA calls evaluated right to left: no
-    tokens x landmarks (let alone tokens x tokens) tensor exists unless the map is requested. A depthwise
-    convolution over the values (``residual_conv_kernel``, 0 = off) adds a local residual. Self-attention
-    only: ``attend`` takes the keys and values padded, as ``project`` makes them.
+    Tokens are zero-padded at the front to a multiple of ``num_landmarks`` (as nystrom-attention does), landmarks
+    are the means of consecutive groups of queries and keys, and softmax(QK^T) V is approximated by
+    softmax(Q K_l^T) pinv(softmax(Q_l K_l^T)) softmax(Q_l K^T) V. Both outer products are attention ops of their
+    own, so they run as two fused SDPA calls evaluated right to left: no tokens x landmarks (let alone
+    tokens x tokens) tensor exists. With ``output_attentions`` (or ``eager``) the approximate map is formed
+    and the output computed through it, so gradients reach the map. A depthwise convolution over the values
+    (``residual_conv_kernel``, 0 = off) adds a local residual. Self-attention only.
     """
 
-    def __init__(self, config, dim=None, heads=None, dim_head=None, num_landmarks=256, pinv_iterations=6,
-                 residual_conv_kernel=33):
-        super().__init__(config, dim, heads, dim_head)
+    def __init__(self, config, *, dim, heads, dim_head, num_landmarks, pinv_iterations, residual_conv_kernel):
+        super().__init__(config, dim=dim, heads=heads, dim_head=dim_head)
         self.num_landmarks, self.pinv_iterations = num_landmarks, pinv_iterations
-        self.res_conv = nn.Conv2d(self.heads, self.heads, (residual_conv_kernel, 1),
-                                  padding=(residual_conv_kernel // 2, 0), groups=self.heads, bias=False) \
-            if residual_conv_kernel else None
+        self.res_conv = nn.Conv2d(heads, heads, (residual_conv_kernel, 1), padding=(residual_conv_kernel // 2, 0),
+                                  groups=heads, bias=False) if residual_conv_kernel else None
 
-    def project(self, x, context, kv_include_self):
-        """Queries, and keys and values zero-padded at the front to a multiple of ``num_landmarks``."""
+    def forward(self, x, context=None, output_attentions=False):
         if context is not None:
             raise ValueError("landmark attention is self-attention only: it takes no `context`")
-        q, k, v = super().project(x, None, False)
-        padding = -x.shape[1] % self.num_landmarks
-        return (q, *(F.pad(t, (0, 0, padding, 0)) for t in (k, v))) if padding else (q, k, v)
+        return super().forward(x, None, output_attentions)
 
-    def landmarks(self, t, padding):
-        """Means of ``num_landmarks`` consecutive groups of ``t``'s tokens zero-padded at the front by ``padding``,
-        without building the padded tensor: leading groups that are all padding are zeros, the group the real
-        tokens start in sums only those."""
-        group = (t.shape[-2] + padding) // self.num_landmarks
-        empty, partial = divmod(padding, group)
-        start = group - partial if partial else 0
-        parts = [t[..., start:, :].unflatten(-2, (-1, group)).sum(dim=-2)]
-        if partial:
-            parts.insert(0, t[..., :start, :].sum(dim=-2, keepdim=True))
-        if empty:
-            parts.insert(0, t.new_zeros(*t.shape[:-2], empty, t.shape[-1]))
-        return (torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0]).div_(group)
-
-    def attend(self, q, k_padded, v_padded, output_attentions):
-        padding = k_padded.shape[-2] - q.shape[-2]
-        v = v_padded[..., padding:, :]
-        q_landmarks, k_landmarks = self.landmarks(q, padding), self.landmarks(k_padded[..., padding:, :], padding)
-        kernel = (q_landmarks @ k_landmarks.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
-        from_landmarks = F.scaled_dot_product_attention(q_landmarks, k_padded, v_padded, scale=self.scale)
-        landmark_values = _iterative_pinv_times(kernel.float(), from_landmarks.float(), self.pinv_iterations)
-        landmark_values = landmark_values.to(from_landmarks.dtype)
-        out = F.scaled_dot_product_attention(q, k_landmarks, landmark_values, scale=self.scale)
-        if self.res_conv is not None:  # the padded zeros at the front are the convolution's own zero border.
-            # Depthwise convolutions run ~2.5x faster on CPU in channels-last layout, copy included. Without
-            # autograd the sum lands in SDPA's output, whose token-major layout makes the merge of heads a view.
-            out = _residual_add(out, self.res_conv(v.contiguous(memory_format=torch.channels_last)))
-        attn = None
-        if output_attentions:
-            to_landmarks = (q @ k_landmarks.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
-            eye = torch.eye(self.num_landmarks, device=q.device).expand_as(kernel)
-            kernel_inv = _iterative_pinv_times(kernel.float(), eye, self.pinv_iterations).to(kernel.dtype)
-            landmark_map = (q_landmarks @ k_padded.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)
-            attn = (to_landmarks @ kernel_inv) @ landmark_map[..., padding:]
-        return out, attn
+    def attend(self, q, k, v, output_attentions):
+        tokens = q.shape[-2]
+        padding = (self.num_landmarks - tokens % self.num_landmarks) % self.num_landmarks
+        k_padded, v_padded = F.pad(k, (0, 0, padding, 0)), F.pad(v, (0, 0, padding, 0))
+        q_landmarks, k_landmarks = (F.pad(t, (0, 0, padding, 0)).unflatten(-2, (self.num_landmarks, -1)).mean(dim=-2)
+                                    for t in (q, k))
+        kernel = (q_landmarks @ k_landmarks.transpose(-1, -2) * self.scale).softmax(dim=-1)
+        if output_attentions or self.config._attn_implementation == "eager":
+            to_landmarks = (q @ k_landmarks.transpose(-1, -2) * self.scale).softmax(dim=-1)
+            identity = torch.eye(self.num_landmarks, device=q.device).expand(kernel.shape)
+            kernel_inv = _iterative_pinv_times(kernel.float(), identity, self.pinv_iterations).to(kernel.dtype)
+            from_landmarks = (q_landmarks @ k_padded.transpose(-1, -2) * self.scale).softmax(dim=-1)
+            attn = to_landmarks @ kernel_inv @ from_landmarks[..., padding:]  # padded keys carry zero values
+            out = attn @ v
+        else:
+            from_landmarks = F.scaled_dot_product_attention(q_landmarks, k_padded, v_padded, scale=self.scale)
+            landmark_values = _iterative_pinv_times(kernel.float(), from_landmarks.float(), self.pinv_iterations)
+            out = F.scaled_dot_product_attention(q, k_landmarks, landmark_values.to(q.dtype), scale=self.scale)
+            attn = None
+        if self.res_conv is not None:  # zero padding at the front is the convolution's own zero border.
+            # Depthwise convolutions run ~2.5x faster on CPU in channels-last layout, copy included.
+            out = out + self.res_conv(v.contiguous(memory_format=torch.channels_last))
+        return out, (attn if output_attentions else None)
 
 
 class CrossVitxCrossAttention(nn.Module):
     """CrossViT's cross-attention: one stream's CLS token attends to the other stream's patch tokens and to itself.
 
-    The CLS token (width ``dim``) is projected to the other stream's width ``context_dim`` when the two
-    differ, attends through ``VitxAttention`` (keys and values: the normed CLS token, then ``context``)
-    and is projected back, as vit-pytorch's ``ProjectInOut``. Returns ``(update, map or None)``; the
-    caller adds the residual. The map is (batch, cross_attn_heads, 1, 1 + context tokens).
+    The CLS token (width ``dim``) is projected to the other stream's width ``context_dim`` when the two differ,
+    attends through ``VitxAttention`` (keys and values: the normed CLS token, then ``context``) and is projected
+    back, as vit-pytorch's ``ProjectInOut``. Returns ``(update, map or None)``; the caller adds the residual.
+    The map is (batch, heads, 1, 1 + context tokens).
     """
 
-    def __init__(self, config, dim, context_dim):
+    def __init__(self, config, *, dim, context_dim, heads, dim_head):
         super().__init__()
         project = dim != context_dim
         self.project_in = nn.Linear(dim, context_dim) if project else nn.Identity()
-        self.attention = VitxAttention(config, context_dim, config.cross_attn_heads, config.cross_attn_dim_head)
+        self.attention = VitxAttention(config, dim=context_dim, heads=heads, dim_head=dim_head)
         self.project_out = nn.Linear(context_dim, dim) if project else nn.Identity()
 
     def forward(self, cls_token, context, output_attentions=False):
-        attended, attn = self.attention(self.project_in(cls_token), context, kv_include_self=True,
-                                        output_attentions=output_attentions)
+        attended, attn = self.attention(self.project_in(cls_token), context, output_attentions=output_attentions)
         return self.project_out(attended), attn
 
 # feed-forward
@@ -389,39 +363,39 @@ class CrossVitxCrossAttention(nn.Module):
 class VitxFeedForward(nn.Module):
     """Pre-norm MLP: LayerNorm -> Linear -> GELU -> Dropout -> Linear -> Dropout."""
 
-    def __init__(self, config, dim=None, mlp_dim=None):
+    def __init__(self, config, *, dim, mlp_dim):
         super().__init__()
-        dim, mlp_dim = dim or config.dim, mlp_dim or config.mlp_dim
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.fc1 = nn.Linear(dim, mlp_dim)
         self.fc2 = nn.Linear(mlp_dim, dim)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        hidden = self.fc1(self.norm(x))
-        # Without autograd the GELU runs in place (same kernel, same numbers). A fresh tensor of the MLP's
-        # width per block is the largest allocation of an inference forward, and where freed pages go back
-        # to the OS (glibc, VMs) each one is page-faulted anew: up to 25% of a ViT-S/16 forward measured here.
-        hidden = F.gelu(hidden) if hidden.requires_grad else torch.ops.aten.gelu_(hidden)
-        return self.dropout(self.fc2(self.dropout(hidden)))
+        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(self.norm(x))))))
 
 
 # layer
 
 
-class VitxLayer(nn.Module):
-    """One transformer block: residual attention, then residual feed-forward."""
+class VitxLayer(GradientCheckpointingLayer):
+    """One transformer block: residual attention, then residual feed-forward. Returns the block's tokens.
 
-    def __init__(self, config, dim=None, heads=None, dim_head=None, mlp_dim=None, attention_class=VitxAttention,
-                 attention_kwargs=None):
+    ``attention_class`` and its ``attention_options`` pick the attend step (``VitxLandmarkAttention``). A list
+    passed as ``attention_maps`` receives the block's attention map, so the block's output stays one tensor
+    (what hooks, captum and transformers' layer contract expect).
+    """
+
+    def __init__(self, config, *, dim, heads, dim_head, mlp_dim, attention_class=VitxAttention, **attention_options):
         super().__init__()
-        self.attention = attention_class(config, dim, heads, dim_head, **(attention_kwargs or {}))
-        self.feed_forward = VitxFeedForward(config, dim, mlp_dim)
+        self.attention = attention_class(config, dim=dim, heads=heads, dim_head=dim_head, **attention_options)
+        self.feed_forward = VitxFeedForward(config, dim=dim, mlp_dim=mlp_dim)
 
-    def forward(self, hidden_states, output_attentions=False):
-        attended, attn = self.attention(hidden_states, output_attentions=output_attentions)
-        hidden_states = _residual_add(attended, hidden_states)
-        return _residual_add(self.feed_forward(hidden_states), hidden_states), attn
+    def forward(self, hidden_states, attention_maps=None):
+        attended, attn = self.attention(hidden_states, output_attentions=attention_maps is not None)
+        if attention_maps is not None:
+            attention_maps.append(attn)
+        hidden_states = attended + hidden_states
+        return self.feed_forward(hidden_states) + hidden_states
 
 
 class CrossVitxCrossLayer(nn.Module):
@@ -433,8 +407,9 @@ class CrossVitxCrossLayer(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.sm_attend_lg = CrossVitxCrossAttention(config, config.sm_dim, config.lg_dim)
-        self.lg_attend_sm = CrossVitxCrossAttention(config, config.lg_dim, config.sm_dim)
+        sizes = dict(heads=config.cross_attn_heads, dim_head=config.cross_attn_dim_head)
+        self.sm_attend_lg = CrossVitxCrossAttention(config, dim=config.sm_dim, context_dim=config.lg_dim, **sizes)
+        self.lg_attend_sm = CrossVitxCrossAttention(config, dim=config.lg_dim, context_dim=config.sm_dim, **sizes)
 
     def forward(self, sm_tokens, lg_tokens, output_attentions=False):
         sm_cls, sm_patches = sm_tokens[:, :1], sm_tokens[:, 1:]
@@ -446,104 +421,115 @@ class CrossVitxCrossLayer(nn.Module):
         return sm_tokens, lg_tokens, sm_attn, lg_attn
 
 # encoders
-#
-# Every encoder follows one contract: ``forward(hidden_states, output_attentions=False,
-# output_hidden_states=False)`` maps (batch, tokens, dim) to a ``BaseModelOutput`` whose
-# ``last_hidden_state`` has the same shape; ``hidden_states`` holds the input and each block's output
-# (depth + 1 tensors), ``attentions`` one (batch, heads, tokens, tokens) map per block. Encoders are
-# built by name from the config through one registry (``register_encoder``), the built-ins included.
 
 
-class VitxEncoder(nn.Module):
-    """The standard ViT encoder: ``depth`` blocks and a final LayerNorm.
+class VitxEncoderBase(nn.Module):
+    """The encoder contract: what ``VitxModel`` needs of an encoder, and what it declares it can do.
 
-    ``hidden_states`` are taken before the final norm, as in HF's ViT. ``attention_class`` swaps the
-    attend step (the landmark encoder); ``final_norm=False`` leaves the norm to the classification head.
+    ``forward(hidden_states, output_attentions=False, output_hidden_states=False)`` maps (batch, tokens, dim)
+    to a ``BaseModelOutput`` whose ``last_hidden_state`` has the same shape; ``hidden_states`` holds the input
+    and each block's output (depth + 1 tensors), ``attentions`` one (batch, heads, tokens, tokens) map per block.
+
+    The class attributes say what the encoder does, and are all the model, its heads and the scripts read:
+    ``normalizes_output`` (its last block output is normed, so the classification head adds no norm),
+    ``returns_attentions`` and ``returns_hidden_states`` (it serves those flags; the model refuses them
+    otherwise, by name), ``approximate_attentions`` (its maps approximate softmax attention: rows may not
+    sum to exactly 1). An encoder registered with ``register_encoder`` subclasses this; a plain module
+    mapping tokens to tokens is wrapped in an encoder that declares nothing.
     """
 
-    def __init__(self, config, dim=None, depth=None, heads=None, dim_head=None, mlp_dim=None,
-                 attention_class=VitxAttention, attention_kwargs=None, final_norm=True):
+    normalizes_output = False
+    returns_attentions = False
+    returns_hidden_states = False
+    approximate_attentions = False
+
+    def check_flags(self, output_attentions, output_hidden_states):
+        """Raise, naming the flag and the encoder, when it is asked for what it does not return."""
+        for flag, wanted, served in (("output_attentions", output_attentions, self.returns_attentions),
+                                     ("output_hidden_states", output_hidden_states, self.returns_hidden_states)):
+            if wanted and not served:
+                raise ValueError(f"`{flag}=True` cannot be served: the encoder {self.describe()} does not return "
+                                 f"that. Use a built-in encoder to see attention maps and layer states.")
+
+    def describe(self):
+        """The encoder's name in messages."""
+        return _qualified_name(self)
+
+
+class VitxEncoder(VitxEncoderBase):
+    """The standard ViT encoder: ``depth`` blocks and, with ``final_norm``, a final LayerNorm.
+
+    ``hidden_states`` are taken before the final norm, as in HF's ViT. ``attention_class`` and its options
+    swap the attend step (the landmark encoder).
+    """
+
+    returns_attentions = True
+    returns_hidden_states = True
+
+    def __init__(self, config, *, dim, depth, heads, dim_head, mlp_dim, final_norm=True, attention_class=VitxAttention,
+                 **attention_options):
         super().__init__()
-        dim, depth = dim or config.dim, depth or config.depth
         self.layers = nn.ModuleList([
-            VitxLayer(config, dim, heads, dim_head, mlp_dim, attention_class, attention_kwargs) for _ in range(depth)
+            VitxLayer(config, dim=dim, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, attention_class=attention_class,
+                      **attention_options) for _ in range(depth)
         ])
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if final_norm else nn.Identity()
-        self.gradient_checkpointing = False
+        self.normalizes_output = final_norm
+
+    @classmethod
+    def from_config(cls, config):
+        """The encoder ``VitxConfig(encoder="vit")`` describes."""
+        encoder_options("vit", config.encoder_kwargs)
+        return cls(config, dim=config.dim, depth=config.depth, heads=config.heads, dim_head=config.dim_head,
+                   mlp_dim=config.mlp_dim)
 
     def forward(self, hidden_states, output_attentions=False, output_hidden_states=False):
         all_hidden_states = [hidden_states] if output_hidden_states else None
-        all_attentions = [] if output_attentions else None
-        checkpointed = self.gradient_checkpointing and self.training
-        run = (getattr(self, "_gradient_checkpointing_func", None) or partial(checkpoint, use_reentrant=False)) \
-            if checkpointed else None
+        attention_maps = [] if output_attentions else None
         for layer in self.layers:
-            if checkpointed:
-                hidden_states, attn = run(layer.__call__, hidden_states, output_attentions)
-            else:
-                hidden_states, attn = layer(hidden_states, output_attentions=output_attentions)
+            hidden_states = layer(hidden_states, attention_maps=attention_maps)
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
-            if output_attentions:
-                all_attentions.append(attn)
         return BaseModelOutput(
             last_hidden_state=self.norm(hidden_states),
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
-            attentions=tuple(all_attentions) if output_attentions else None,
+            attentions=tuple(attention_maps) if output_attentions else None,
         )
-
-
-LANDMARK_OPTIONS = {"num_landmarks": 256, "pinv_iterations": 6, "residual_conv_kernel": 33}
-
-
-def landmark_options(encoder_kwargs):
-    """``encoder_kwargs`` of the landmark encoder, checked and completed with the defaults."""
-    unknown = set(encoder_kwargs) - set(LANDMARK_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown `encoder_kwargs` {sorted(unknown)} for the 'landmark' encoder; "
-                         f"allowed: {sorted(LANDMARK_OPTIONS)}")
-    options = {**LANDMARK_OPTIONS, **encoder_kwargs}
-    for name in ("num_landmarks", "pinv_iterations"):
-        check_positive_int(name, options[name])
-    kernel = options["residual_conv_kernel"]
-    if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 0 or (kernel and kernel % 2 == 0):
-        raise ValueError(f"`residual_conv_kernel` must be 0 (off) or a positive odd int, got {kernel!r}.")
-    return options
 
 
 class LandmarkEncoder(VitxEncoder):
     """Nystrom landmark-attention encoder for high-resolution images: the seed's ``DenseVH``.
 
-    Cost grows linearly with the token count. Pre-norm blocks of ``VitxLandmarkAttention`` and
-    ``VitxFeedForward`` with no final norm (nystrom-attention's ``Nystromformer`` layout, whose
-    weights carry over), so the classification head normalizes.
-
-    Example: ``LandmarkEncoder(dim=512, depth=12, heads=8, num_landmarks=256)``, which can be handed
-    to ``VitxForImageClassification(config, encoder=...)``; or by name with
-    ``VitxConfig(encoder="landmark", encoder_kwargs={"num_landmarks": 256})``.
+    Cost grows linearly with the token count. Pre-norm blocks of ``VitxLandmarkAttention`` and ``VitxFeedForward``
+    with no final norm (nystrom-attention's ``Nystromformer`` layout, whose weights carry over), so the
+    classification head normalizes. Built by name: ``VitxConfig(encoder="landmark", encoder_kwargs={...})``,
+    whose options and defaults are ``configuration_vitx.ENCODER_OPTIONS["landmark"]``.
     """
 
-    def __init__(self, dim, depth, heads=8, dim_head=64, mlp_dim=None, num_landmarks=256, pinv_iterations=6,
-                 residual_conv_kernel=33, dropout=0.0, layer_norm_eps=1e-5, config=None):
-        options = landmark_options(dict(num_landmarks=num_landmarks, pinv_iterations=pinv_iterations,
-                                        residual_conv_kernel=residual_conv_kernel))
-        config = config or VitxConfig(dim=dim, depth=depth, heads=heads, dim_head=dim_head,
-                                      mlp_dim=mlp_dim or 4 * dim, dropout=dropout, layer_norm_eps=layer_norm_eps)
-        super().__init__(config, dim, depth, heads, dim_head, mlp_dim or 4 * dim,
-                         attention_class=VitxLandmarkAttention, attention_kwargs=options, final_norm=False)
+    approximate_attentions = True
+
+    def __init__(self, config, *, dim, depth, heads, dim_head, mlp_dim, num_landmarks, pinv_iterations,
+                 residual_conv_kernel):
+        super().__init__(config, dim=dim, depth=depth, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, final_norm=False,
+                         attention_class=VitxLandmarkAttention, num_landmarks=num_landmarks,
+                         pinv_iterations=pinv_iterations, residual_conv_kernel=residual_conv_kernel)
 
     @classmethod
     def from_config(cls, config):
         """The landmark encoder a ``VitxConfig(encoder="landmark", encoder_kwargs=...)`` describes."""
-        return cls(config.dim, config.depth, config.heads, config.dim_head, config.mlp_dim,
-                   **landmark_options(config.encoder_kwargs), config=config)
+        return cls(config, dim=config.dim, depth=config.depth, heads=config.heads, dim_head=config.dim_head,
+                   mlp_dim=config.mlp_dim, **encoder_options("landmark", config.encoder_kwargs))
 
 
-class VitxXTransformersEncoder(nn.Module):
-    """An ``x_transformers.Encoder`` behind the vitx encoder contract; maps and states come from its intermediates.
+class _XTransformersEncoder(VitxEncoderBase):
+    """An ``x_transformers.Encoder`` behind the encoder contract; maps and states come from its intermediates.
 
-    ``hidden_states`` are the inputs of each attention block followed by the encoder's (normed) output.
+    ``hidden_states`` are the inputs of each attention block followed by the encoder's output. Whether that
+    output is normed depends on x-transformers' options, so the head keeps a norm of its own.
     """
+
+    returns_attentions = True
+    returns_hidden_states = True
 
     def __init__(self, transformer):
         super().__init__()
@@ -575,97 +561,99 @@ class VitxXTransformersEncoder(nn.Module):
                                hidden_states=(*intermediates.hiddens, out) if output_hidden_states else None)
 
 
-class VitxModuleEncoder(nn.Module):
+class _ModuleEncoder(VitxEncoderBase):
     """Any ``nn.Module`` mapping (batch, tokens, dim) to the same shape, as the seed's ``transformer=``.
 
-    It returns tokens only, so asking it for attention maps or per-layer states raises.
+    It returns tokens only, so it declares no maps and no per-layer states.
     """
 
     def __init__(self, module):
         super().__init__()
         self.module = module
 
+    def describe(self):
+        return f"module {_qualified_name(self.module)}"
+
     def forward(self, hidden_states, output_attentions=False, output_hidden_states=False):
-        if output_attentions or output_hidden_states:
-            flag = "output_attentions" if output_attentions else "output_hidden_states"
-            raise ValueError(f"`{flag}=True` cannot be served: the encoder module {_qualified_name(self.module)} "
-                             f"returns tokens only. Use a built-in encoder to see attention maps and layer states.")
         out = self.module(hidden_states)
         if not torch.is_tensor(out) or out.shape != hidden_states.shape:
             shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-            raise ValueError(f"the encoder module {_qualified_name(self.module)} must map (batch, tokens, dim) "
+            raise ValueError(f"the encoder {self.describe()} must map (batch, tokens, dim) "
                              f"{tuple(hidden_states.shape)} to the same shape, got {shape}.")
         return BaseModelOutput(last_hidden_state=out)
 
 
-def _qualified_name(obj):
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
-
-
-ENCODERS = {}
+_ENCODERS = {}
 
 
 def register_encoder(name, builder):
-    """Make ``VitxConfig(encoder=name)`` build ``builder(config)``, a module that follows the encoder contract."""
+    """Make ``VitxConfig(encoder=name)`` build ``builder(config)``: a ``VitxEncoderBase`` (or a plain module
+    mapping tokens to tokens). The builder checks ``config.encoder_kwargs`` itself."""
     if not isinstance(name, str) or not name or name == "module":
         raise ValueError(f"encoder names must be non-empty strings other than 'module', got {name!r}.")
-    ENCODERS[name] = builder
+    _ENCODERS[name] = builder
 
 
-def _standard_encoder(config):
-    if config.encoder_kwargs:
-        raise ValueError(f"the 'vit' encoder takes no `encoder_kwargs`, got {config.encoder_kwargs!r}.")
-    return VitxEncoder(config)
-
-
-register_encoder("vit", _standard_encoder)
+register_encoder("vit", VitxEncoder.from_config)
 register_encoder("landmark", LandmarkEncoder.from_config)
-register_encoder("x-transformers", VitxXTransformersEncoder.from_config)
+register_encoder("x-transformers", _XTransformersEncoder.from_config)
 
 
-def build_encoder(config, module=None):
-    """The encoder ``config.encoder`` names, or the given ``module`` (recorded in the config as ``"module"``)."""
-    if module is None and isinstance(config.encoder, nn.Module):  # `encoder=` that reached the config
-        module = config.encoder
+def _as_encoder(module):
+    """A module as an encoder: an encoder as it is, x-transformers' and any other module behind the contract."""
+    if isinstance(module, VitxEncoderBase):
+        return module
+    if type(module).__module__.startswith("x_transformers"):
+        return _XTransformersEncoder(module)
+    return _ModuleEncoder(module)
+
+
+def _build_encoder(config, module=None):
+    """The given encoder ``module``, or the one ``config.encoder`` names."""
     if module is not None:
-        if not isinstance(module, nn.Module):
-            raise ValueError(f"`encoder` must be an nn.Module, got {type(module).__name__}.")
-        config.encoder, config.encoder_kwargs = "module", {"class": _qualified_name(module)}
-        for submodule in module.modules():  # the module arrives with weights of its own: init leaves them be
-            submodule._vitx_user_weights = True
-        if isinstance(module, VitxEncoder):
-            return module
-        if type(module).__module__.startswith("x_transformers"):
-            return VitxXTransformersEncoder(module)
-        return VitxModuleEncoder(module)
+        return _as_encoder(module)
     if config.encoder == "module":
         raise ValueError(
             f"this model was saved with a user-supplied encoder module ({config.encoder_kwargs.get('class')}); "
             f"pass an instance of it: from_pretrained(folder, encoder=module)."
         )
-    if config.encoder not in ENCODERS:
-        raise ValueError(f"`encoder` {config.encoder!r} is not registered; known encoders: {sorted(ENCODERS)} "
+    if config.encoder not in _ENCODERS:
+        raise ValueError(f"`encoder` {config.encoder!r} is not registered; known encoders: {sorted(_ENCODERS)} "
                          f"(add one with register_encoder(name, builder)).")
-    return ENCODERS[config.encoder](config)
+    return _as_encoder(_ENCODERS[config.encoder](config))
+
+
+def _config_for_encoder(config, module):
+    """The config a model with this encoder ``module`` is built from, and the module.
+
+    A module (given, or placed in ``config.encoder`` by an Auto class's ``from_pretrained(..., encoder=m)``)
+    is recorded as ``encoder="module"`` with its class name, so ``save_pretrained`` writes what loading needs,
+    in a copy: the caller's config stays as it was.
+    """
+    if module is None and isinstance(config.encoder, nn.Module):
+        module = config.encoder
+    if module is None:
+        return config, None
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"`encoder` must be an nn.Module, got {type(module).__name__}.")
+    recorded = {"class": _qualified_name(module)}
+    if config.encoder != "module" or config.encoder_kwargs != recorded:
+        config = copy.copy(config)
+        config.encoder, config.encoder_kwargs = "module", recorded
+    for submodule in module.modules():  # the module arrives with weights of its own: init leaves them be
+        submodule._vitx_user_weights = True
+    return config, module
 
 
 @dataclass
-class CrossVitxModelOutput(ModelOutput):
-    r"""Output of [`CrossVitxModel`]: both streams' tokens and, with the flags, what happened inside.
-
-    Shapes, with ``N_sm`` / ``N_lg`` the small- / large-patch stream's patches per image (the seed's
-    CrossViT on 256x256 images: ``N_sm = 256``, ``N_lg = 16``):
+class _CrossVitxStreams:
+    r"""Each CrossViT stream's internals, with ``N_sm`` / ``N_lg`` the small- / large-patch stream's patches per
+    image (the seed's CrossViT on 256x256 images: ``N_sm = 256``, ``N_lg = 16``):
 
     Args:
-        sm_last_hidden_state (`(batch, 1 + N_sm, sm_dim)`): the small-patch stream's tokens out of the
-            multi-scale encoder (CLS first), vit-pytorch's ``Extractor(layer_name="multi_scale_encoder")``
-            small-scale embedding.
-        lg_last_hidden_state (`(batch, 1 + N_lg, lg_dim)`): the large-patch stream's tokens, likewise.
-        sm_pooler_output (`(batch, sm_dim)`): the small-patch stream's CLS token.
-        lg_pooler_output (`(batch, lg_dim)`): the large-patch stream's CLS token.
         sm_hidden_states (tuple of `(batch, 1 + N_sm, sm_dim)`, with `output_hidden_states`): for each
             multi-scale block, the tokens entering it and the output of each of its ``sm_enc_depth``
-            transformer layers (before the encoder's final norm), then ``sm_last_hidden_state``:
+            transformer layers (before the encoder's final norm), then the stream's output tokens:
             ``depth * (sm_enc_depth + 1) + 1`` tensors.
         lg_hidden_states (tuple of `(batch, 1 + N_lg, lg_dim)`, with `output_hidden_states`): likewise,
             ``depth * (lg_enc_depth + 1) + 1`` tensors.
@@ -681,10 +669,6 @@ class CrossVitxModelOutput(ModelOutput):
             the large-patch CLS token attending to itself and the small-patch stream's patch tokens.
     """
 
-    sm_last_hidden_state: Optional[torch.FloatTensor] = None
-    lg_last_hidden_state: Optional[torch.FloatTensor] = None
-    sm_pooler_output: Optional[torch.FloatTensor] = None
-    lg_pooler_output: Optional[torch.FloatTensor] = None
     sm_hidden_states: Optional[tuple] = None
     lg_hidden_states: Optional[tuple] = None
     sm_attentions: Optional[tuple] = None
@@ -693,19 +677,46 @@ class CrossVitxModelOutput(ModelOutput):
     lg_cross_attentions: Optional[tuple] = None
 
 
+@dataclass
+class CrossVitxModelOutput(_CrossVitxStreams, BaseModelOutputWithPooling):
+    r"""Output of [`CrossVitxModel`]: both streams' tokens and, with the flags, what happened inside.
+
+    The generic fields answer for the model as a whole, so tools written for one-stream models work:
+    ``last_hidden_state`` is the small-patch (high-resolution) stream's tokens, the stream whose width
+    ``config.hidden_size`` names; ``pooler_output`` is both CLS tokens side by side, (batch, sm_dim + lg_dim),
+    the image embedding the classifier reads; ``hidden_states`` and ``attentions`` are the small-patch stream's
+    (one shape per tuple, as tools expect; ``config.num_attention_heads`` is its heads). Both streams stay
+    whole in the per-stream fields:
+
+    Args:
+        sm_last_hidden_state (`(batch, 1 + N_sm, sm_dim)`): the small-patch stream's tokens out of the
+            multi-scale encoder (CLS first), vit-pytorch's ``Extractor(layer_name="multi_scale_encoder")``
+            small-scale embedding.
+        lg_last_hidden_state (`(batch, 1 + N_lg, lg_dim)`): the large-patch stream's tokens, likewise.
+        sm_pooler_output (`(batch, sm_dim)`): the small-patch stream's CLS token.
+        lg_pooler_output (`(batch, lg_dim)`): the large-patch stream's CLS token.
+        sm_hidden_states ... lg_cross_attentions: see ``_CrossVitxStreams``.
+    """
+
+    sm_last_hidden_state: Optional[torch.FloatTensor] = None
+    lg_last_hidden_state: Optional[torch.FloatTensor] = None
+    sm_pooler_output: Optional[torch.FloatTensor] = None
+    lg_pooler_output: Optional[torch.FloatTensor] = None
+
+
 class CrossVitxMultiScaleBlock(nn.Module):
     """One multi-scale block: each stream's ``VitxEncoder``, then ``cross_attn_depth`` cross-attention rounds.
 
-    Returns a ``CrossVitxModelOutput`` for this block (no pooled tokens; the hidden states without
-    the block's output, which is the next block's input).
+    Returns a ``CrossVitxModelOutput`` for this block (the per-stream fields; the hidden states without the
+    block's output, which is the next block's input).
     """
 
     def __init__(self, config):
         super().__init__()
-        self.sm_encoder = VitxEncoder(config, config.sm_dim, config.sm_enc_depth, config.sm_enc_heads,
-                                      config.sm_enc_dim_head, config.sm_enc_mlp_dim)
-        self.lg_encoder = VitxEncoder(config, config.lg_dim, config.lg_enc_depth, config.lg_enc_heads,
-                                      config.lg_enc_dim_head, config.lg_enc_mlp_dim)
+        self.sm_encoder = VitxEncoder(config, dim=config.sm_dim, depth=config.sm_enc_depth, heads=config.sm_enc_heads,
+                                      dim_head=config.sm_enc_dim_head, mlp_dim=config.sm_enc_mlp_dim)
+        self.lg_encoder = VitxEncoder(config, dim=config.lg_dim, depth=config.lg_enc_depth, heads=config.lg_enc_heads,
+                                      dim_head=config.lg_enc_dim_head, mlp_dim=config.lg_enc_mlp_dim)
         self.cross_layers = nn.ModuleList([CrossVitxCrossLayer(config) for _ in range(config.cross_attn_depth)])
 
     def forward(self, sm_tokens, lg_tokens, output_attentions=False, output_hidden_states=False):
@@ -730,8 +741,14 @@ class CrossVitxMultiScaleEncoder(nn.Module):
     """CrossViT's multi-scale encoder: ``depth`` blocks over the small- and large-patch token streams.
 
     ``forward(sm_tokens, lg_tokens, output_attentions=False, output_hidden_states=False)`` returns a
-    ``CrossVitxModelOutput`` without pooled tokens; its docstring gives every shape.
+    ``CrossVitxModelOutput`` with the per-stream fields. Two streams in, so not ``VitxEncoderBase``'s
+    contract, but it declares the same capabilities for the tools that read them.
     """
+
+    normalizes_output = False
+    returns_attentions = True
+    returns_hidden_states = True
+    approximate_attentions = False
 
     def __init__(self, config):
         super().__init__()
@@ -788,6 +805,37 @@ class VitxPreTrainedModel(PreTrainedModel):
             model_args = (encoder, *model_args)
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
+    @classmethod
+    def _fix_state_dict_key_on_load(cls, key):
+        """transformers 4.48-4.51 rename every ``gamma``/``beta`` weight on load (names of old TensorFlow ports),
+        which would silently re-initialize x-transformers' norm scales (``gamma``): vitx keys load as saved
+        there. Later versions rename only ``LayerNorm.gamma``/``.beta``, which vitx never names, and 5.x none."""
+        fixed = super()._fix_state_dict_key_on_load(key)
+        return key if isinstance(fixed, str) else fixed
+
+    def set_attn_implementation(self, attn_implementation):
+        """Switch every attention of the model between ``"sdpa"`` (``F.scaled_dot_product_attention``, the
+        default) and ``"eager"`` (the explicit softmax), as loading with ``attn_implementation=`` does."""
+        if attn_implementation not in ("eager", "sdpa"):
+            raise ValueError(f"`attn_implementation` must be 'eager' or 'sdpa', got {attn_implementation!r}.")
+        self.config._attn_implementation = attn_implementation
+
+    def enable_input_require_grads(self):
+        """Make every patch embedding's output require gradients (both of CrossViT's streams), so that adapters
+        and reentrant gradient checkpointing train the layers of a model whose embeddings are frozen."""
+        def require_grad(module, inputs, output):
+            output.requires_grad_(True)
+
+        self._require_grads_hooks = [module.register_forward_hook(require_grad) for module in self.modules()
+                                     if isinstance(module, VitxPatchEmbeddings)]
+        self._require_grads_hook = self._require_grads_hooks[0]  # the one transformers 4.x removes
+
+    def disable_input_require_grads(self):
+        """Remove the hooks ``enable_input_require_grads`` placed."""
+        for hook in getattr(self, "_require_grads_hooks", ()):
+            hook.remove()
+        self._require_grads_hooks = []
+
     def base_outputs(self, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding):
         """A task head's view of its base model (``self.vitx``): always the output dataclass."""
         return self.vitx(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
@@ -830,19 +878,26 @@ class VitxModel(VitxPreTrainedModel):
     output (for the standard encoder, after the final norm: vit-pytorch's ``Extractor`` embedding),
     ``pooler_output`` the CLS token (``pool="cls"``) or the mean of all tokens (``pool="mean"``), and
     with the flags, the per-layer ``hidden_states`` and ``attentions``. The encoder is the one
-    ``config.encoder`` names, or any ``encoder=`` module (see ``build_encoder``).
+    ``config.encoder`` names, or any ``encoder=`` module (see ``VitxEncoderBase``).
     """
 
     def __init__(self, config, encoder=None):
+        config, encoder = _config_for_encoder(config, encoder)
         super().__init__(config)
-        self.embeddings = VitxEmbeddings(config)
-        self.encoder = build_encoder(config, encoder)
+        self.embeddings = VitxEmbeddings(config, dim=config.dim, patch_size=config.patch_size,
+                                         patch_norm=config.patch_norm, use_cls_token=config.pool == "cls")
+        self.encoder = _build_encoder(config, encoder)
         self.post_init()
 
+    def get_input_embeddings(self):
+        """The patch embedding: what adapters and ``enable_input_require_grads`` treat as the input embeddings."""
+        return self.embeddings.patch_embeddings
+
     def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
-                interpolate_pos_encoding=False, return_dict=None, **kwargs):
+                interpolate_pos_encoding=False, return_dict=None):
         output_attentions = _flag(output_attentions, self.config, "output_attentions")
         output_hidden_states = _flag(output_hidden_states, self.config, "output_hidden_states")
+        self.encoder.check_flags(output_attentions, output_hidden_states)
         tokens = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         encoded = self.encoder(tokens, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         sequence = encoded.last_hidden_state
@@ -865,22 +920,32 @@ class CrossVitxModel(CrossVitxPreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.sm_embeddings = VitxEmbeddings(config, config.sm_dim, config.sm_patch_size, use_cls_token=True)
-        self.lg_embeddings = VitxEmbeddings(config, config.lg_dim, config.lg_patch_size, use_cls_token=True)
+        self.sm_embeddings = VitxEmbeddings(config, dim=config.sm_dim, patch_size=config.sm_patch_size, patch_norm=True,
+                                            use_cls_token=True)
+        self.lg_embeddings = VitxEmbeddings(config, dim=config.lg_dim, patch_size=config.lg_patch_size, patch_norm=True,
+                                            use_cls_token=True)
         self.encoder = CrossVitxMultiScaleEncoder(config)
         self.post_init()
 
+    def get_input_embeddings(self):
+        """The small-patch stream's patch embedding (``enable_input_require_grads`` hooks both streams')."""
+        return self.sm_embeddings.patch_embeddings
+
     def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
-                interpolate_pos_encoding=False, return_dict=None, **kwargs):
+                interpolate_pos_encoding=False, return_dict=None):
         output_attentions = _flag(output_attentions, self.config, "output_attentions")
         output_hidden_states = _flag(output_hidden_states, self.config, "output_hidden_states")
-        encoded = self.encoder(
+        streams = self.encoder(
             self.sm_embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding),
             self.lg_embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding),
             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
-        output = CrossVitxModelOutput(**encoded, sm_pooler_output=encoded.sm_last_hidden_state[:, 0],
-                                      lg_pooler_output=encoded.lg_last_hidden_state[:, 0])
+        sm_pooled, lg_pooled = streams.sm_last_hidden_state[:, 0], streams.lg_last_hidden_state[:, 0]
+        output = CrossVitxModelOutput(
+            last_hidden_state=streams.sm_last_hidden_state, pooler_output=torch.cat((sm_pooled, lg_pooled), dim=-1),
+            hidden_states=streams.sm_hidden_states, attentions=streams.sm_attentions,
+            **streams, sm_pooler_output=sm_pooled, lg_pooler_output=lg_pooled,
+        )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
 # heads
@@ -889,46 +954,41 @@ class CrossVitxModel(CrossVitxPreTrainedModel):
 class VitxForImageClassification(VitxPreTrainedModel):
     """ViT with a linear head on the pooled token. Returns ``ImageClassifierOutput`` (loss with ``labels``).
 
-    Encoders other than the standard one may not end with a norm, so their head normalizes before the
-    linear layer (as vit-pytorch's efficient ViT); the standard encoder keeps vit-pytorch ViT's layout.
+    An encoder that does not declare ``normalizes_output`` gets a LayerNorm before the linear layer (as
+    vit-pytorch's efficient ViT); the standard encoder keeps vit-pytorch ViT's layout.
     """
 
+    accepts_loss_kwargs = True  # the Trainer passes `num_items_in_batch` and leaves the scaling to the loss
+
     def __init__(self, config, encoder=None):
+        config, encoder = _config_for_encoder(config, encoder)
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vitx = VitxModel(config, encoder)
-        standard = isinstance(self.vitx.encoder, VitxEncoder) and config.encoder == "vit"
-        self.head_norm = nn.Identity() if standard else nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.head_norm = nn.Identity() if self.vitx.encoder.normalizes_output \
+            else nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
         self.classifier = nn.Linear(config.dim, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
                 interpolate_pos_encoding=False, return_dict=None, **kwargs):
+        num_items_in_batch = _num_items_in_batch(self, kwargs)
         outputs = self.base_outputs(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
         logits = self.classifier(self.head_norm(outputs.pooler_output))
         output = ImageClassifierOutput(
-            loss=image_classification_loss(logits, labels, self.config, kwargs.get("num_items_in_batch")), logits=logits,
+            loss=_image_classification_loss(logits, labels, self.config, num_items_in_batch), logits=logits,
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
         )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
 
 @dataclass
-class CrossVitxImageClassifierOutput(ImageClassifierOutput):
+class CrossVitxImageClassifierOutput(_CrossVitxStreams, ImageClassifierOutput):
     r"""Output of [`CrossVitxForImageClassification`]: an ``ImageClassifierOutput`` with per-stream internals.
 
-    ``loss`` and ``logits`` as any HF classifier. The two streams' tokens have different shapes, so
-    ``hidden_states`` and ``attentions`` stay ``None``; the flags fill the per-stream fields instead,
-    with the shapes [`CrossVitxModelOutput`] documents: ``sm_hidden_states``, ``lg_hidden_states``,
-    ``sm_attentions``, ``lg_attentions``, ``sm_cross_attentions``, ``lg_cross_attentions``.
+    ``loss`` and ``logits`` as any HF classifier; ``hidden_states`` and ``attentions`` are the small-patch
+    stream's, as in [`CrossVitxModelOutput`]; the flags fill the per-stream fields of ``_CrossVitxStreams``.
     """
-
-    sm_hidden_states: Optional[tuple] = None
-    lg_hidden_states: Optional[tuple] = None
-    sm_attentions: Optional[tuple] = None
-    lg_attentions: Optional[tuple] = None
-    sm_cross_attentions: Optional[tuple] = None
-    lg_cross_attentions: Optional[tuple] = None
 
 
 def _normed_linear_head(config, dim):
@@ -943,6 +1003,8 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
     following HF's ``problem_type`` rules).
     """
 
+    accepts_loss_kwargs = True
+
     def __init__(self, config):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -953,10 +1015,12 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
 
     def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
                 interpolate_pos_encoding=False, return_dict=None, **kwargs):
+        num_items_in_batch = _num_items_in_batch(self, kwargs)
         outputs = self.base_outputs(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
         logits = self.sm_classifier(outputs.sm_pooler_output) + self.lg_classifier(outputs.lg_pooler_output)
         output = CrossVitxImageClassifierOutput(
-            loss=image_classification_loss(logits, labels, self.config, kwargs.get("num_items_in_batch")), logits=logits,
+            loss=_image_classification_loss(logits, labels, self.config, num_items_in_batch), logits=logits,
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
             sm_hidden_states=outputs.sm_hidden_states, lg_hidden_states=outputs.lg_hidden_states,
             sm_attentions=outputs.sm_attentions, lg_attentions=outputs.lg_attentions,
             sm_cross_attentions=outputs.sm_cross_attentions, lg_cross_attentions=outputs.lg_cross_attentions,
@@ -975,31 +1039,15 @@ AutoModel.register(CrossVitxConfig, CrossVitxModel, exist_ok=True)
 AutoModelForImageClassification.register(CrossVitxConfig, CrossVitxForImageClassification, exist_ok=True)
 
 __all__ = [
-    "CrossVitxCrossAttention",
-    "CrossVitxCrossLayer",
     "CrossVitxForImageClassification",
     "CrossVitxImageClassifierOutput",
     "CrossVitxModel",
     "CrossVitxModelOutput",
-    "CrossVitxMultiScaleBlock",
-    "CrossVitxMultiScaleEncoder",
     "CrossVitxPreTrainedModel",
-    "ENCODERS",
     "LandmarkEncoder",
-    "VitxAttention",
-    "VitxEmbeddings",
-    "VitxEncoder",
-    "VitxFeedForward",
+    "VitxEncoderBase",
     "VitxForImageClassification",
-    "VitxLandmarkAttention",
-    "VitxLayer",
     "VitxModel",
-    "VitxModuleEncoder",
-    "VitxPatchEmbeddings",
     "VitxPreTrainedModel",
-    "VitxXTransformersEncoder",
-    "build_encoder",
-    "image_classification_loss",
-    "landmark_options",
     "register_encoder",
 ]

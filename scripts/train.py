@@ -357,9 +357,8 @@ def build_vit(sizes, id2label):
 
 def build_landmark(sizes, id2label, num_landmarks=None):
     """The ViT with the landmark (Nystrom) encoder; by default a landmark per 4 tokens, at most 256."""
-    config = VitxConfig(**sizes, id2label=id2label, encoder="landmark")
-    config.encoder_kwargs = {"num_landmarks": num_landmarks or min(256, max(1, config.num_patches // 4))}
-    return VitxForImageClassification(config)
+    options = {"num_landmarks": num_landmarks or min(256, max(1, VitxConfig(**sizes).num_patches // 4))}
+    return VitxForImageClassification(VitxConfig(**sizes, id2label=id2label, encoder="landmark", encoder_kwargs=options))
 
 
 def build_crossvit(sizes, id2label, num_landmarks=None):

@@ -126,9 +126,9 @@ def _size_text(size):
 def attention_maps(model, pixel_values):
     """Run ``model`` on one preprocessed image (1, channels, height, width) and collect its ``AttentionMaps``.
 
-    Raises a ``ValueError`` naming the model when its forward pass with ``output_attentions=True`` fails,
-    as it does when the encoder cannot return attention maps (a user encoder module, an x-transformers
-    encoder with flash attention).
+    Raises a ``ValueError`` naming the model when its encoder does not declare that it returns attention
+    maps (a user encoder module), or when its forward pass with ``output_attentions=True`` fails (an
+    x-transformers encoder with flash attention).
     """
     config = model.config
     size = tuple(pixel_values.shape[-2:])
@@ -136,7 +136,7 @@ def attention_maps(model, pixel_values):
         with torch.no_grad():
             outputs = model(pixel_values.to(model.device, model.dtype), output_attentions=True,
                             interpolate_pos_encoding=size != to_pair(config.image_size), return_dict=True)
-    except ValueError as error:  # a user encoder module, or x-transformers with flash attention, says why here
+    except ValueError as error:  # the model names an encoder that returns no maps, or x-transformers with flash
         raise ValueError(f"cannot draw attention for {type(model).__name__} (encoder "
                          f"{getattr(config, 'encoder', 'vit')!r}): asking it for attention maps failed: {error}") \
             from error
@@ -146,8 +146,8 @@ def attention_maps(model, pixel_values):
                          f"attention maps.")
     has_cls = streams[0][3]
     notes = [] if has_cls else ["pool='mean': no CLS token"]
-    if getattr(config, "encoder", None) == "landmark":
-        notes.append("approximate maps (landmark encoder)")
+    if model.base_model.encoder.approximate_attentions:
+        notes.append(f"approximate maps ({config.encoder} encoder)")
     result = AttentionMaps(streams=[stream_attention(name, maps, grid, cls) for name, maps, grid, cls in streams],
                            query="CLS token" if has_cls else "mean over query tokens", notes=notes)
     logits = getattr(outputs, "logits", None)
