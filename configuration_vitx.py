@@ -165,6 +165,14 @@ class VitxConfig(PretrainedConfig):
         encoder_kwargs (`dict`, defaults to `{}`): that encoder's own options, JSON-serializable. For the encoders
             of `ENCODER_OPTIONS` they are checked here and completed with the defaults (`"landmark"`:
             `num_landmarks` 256, `pinv_iterations` 6, `residual_conv_kernel` 33, 0 = off; `"vit"`: none).
+        masking_ratio (`float`, defaults to 0.75): masked autoencoder pretraining (`VitxForPreTraining`): the share
+            of patches hidden from the encoder, in (0, 1).
+        decoder_dim (`int`, defaults to 512): width of the pretraining decoder (vit-pytorch MAE's names).
+        decoder_depth (`int`, defaults to 1): transformer blocks of the pretraining decoder.
+        decoder_heads (`int`, defaults to 8): attention heads of the pretraining decoder.
+        decoder_dim_head (`int`, defaults to 64): width of each of the decoder's attention heads.
+        norm_pix_loss (`bool`, defaults to `False`): reconstruct each patch normalized by its own mean and
+            variance (the MAE paper's better representations) instead of the raw pixel values.
 
     Example:
 
@@ -206,6 +214,12 @@ class VitxConfig(PretrainedConfig):
         initializer_range=0.02,
         encoder="vit",
         encoder_kwargs=None,
+        masking_ratio=0.75,
+        decoder_dim=512,
+        decoder_depth=1,
+        decoder_heads=8,
+        decoder_dim_head=64,
+        norm_pix_loss=False,
         **kwargs,
     ):
         self.image_size = check_size("image_size", image_size)
@@ -231,6 +245,18 @@ class VitxConfig(PretrainedConfig):
         self.layer_norm_eps = check_positive_float("layer_norm_eps", layer_norm_eps)
         self.initializer_range = initializer_range
         self.encoder, self.encoder_kwargs = check_encoder(encoder, encoder_kwargs)
+        if isinstance(masking_ratio, bool) or not isinstance(masking_ratio, Real) or not 0 < masking_ratio < 1:
+            raise ValueError(f"`masking_ratio` must be a float in (0, 1), got {masking_ratio!r}.")
+        if int(grid_h * grid_w * (1 - masking_ratio)) < 1:
+            raise ValueError(f"`masking_ratio` {masking_ratio!r} leaves no visible patch of the {grid_h * grid_w}; "
+                             f"at most {1 - 1 / (grid_h * grid_w)} keeps one.")
+        self.masking_ratio = float(masking_ratio)
+        for name, value in (("decoder_dim", decoder_dim), ("decoder_depth", decoder_depth),
+                            ("decoder_heads", decoder_heads), ("decoder_dim_head", decoder_dim_head)):
+            check_positive_int(name, value)
+        self.decoder_dim, self.decoder_depth, self.decoder_heads = decoder_dim, decoder_depth, decoder_heads
+        self.decoder_dim_head = decoder_dim_head
+        self.norm_pix_loss = check_bool("norm_pix_loss", norm_pix_loss)
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
 

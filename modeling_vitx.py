@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from transformers import AutoModel, AutoModelForImageClassification, PreTrainedModel
+from transformers import AutoModel, AutoModelForImageClassification, AutoModelForPreTraining, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -121,21 +121,29 @@ def _qualified_name(obj):
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
+def _patchify(pixel_values, patch_size):
+    """(batch, channels, rows * ph, cols * pw) -> (batch, rows * cols, ph * pw * channels): row-major patches, each
+    flattened as (patch row, patch column, channel) as in vit-pytorch. No reshape names the batch size, so an
+    exported graph keeps it dynamic."""
+    patch_height, patch_width = to_pair(patch_size)
+    patches = pixel_values.unflatten(2, (-1, patch_height)).unflatten(4, (-1, patch_width))
+    return patches.permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2)
+
+
 # embeddings
 
 
 class VitxPatchEmbeddings(nn.Module):
     """Cuts an image into patches and projects each to ``dim``, as (batch, patches, dim) in row-major patch order.
 
-    ``patch_norm=True`` (vit-pytorch): LayerNorm -> Linear -> LayerNorm on the flattened patches, each flattened
-    as (patch row, patch column, channel). ``patch_norm=False`` (the classic ViT of HF and timm): a Conv2d with
-    kernel and stride equal to the patch. Reshapes never name the batch size, so exported graphs keep it dynamic.
+    ``patch_norm=True`` (vit-pytorch): LayerNorm -> Linear -> LayerNorm on the flattened patches (``_patchify``).
+    ``patch_norm=False`` (the classic ViT of HF and timm): a Conv2d with kernel and stride equal to the patch.
     """
 
     def __init__(self, config, *, dim, patch_size, patch_norm):
         super().__init__()
+        self.patch_size, self.patch_norm = patch_size, patch_norm
         self.patch_height, self.patch_width = to_pair(patch_size)
-        self.patch_norm = patch_norm
         if patch_norm:
             patch_dim = config.channels * self.patch_height * self.patch_width
             self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
@@ -148,17 +156,15 @@ class VitxPatchEmbeddings(nn.Module):
     def forward(self, pixel_values):
         if not self.patch_norm:
             return self.projection(pixel_values).flatten(2).transpose(1, 2)
-        # (b, c, rows * ph, cols * pw) -> (b, rows, cols, ph, pw, c) -> (b, rows * cols, ph * pw * c)
-        patches = pixel_values.unflatten(2, (-1, self.patch_height)).unflatten(4, (-1, self.patch_width))
-        patches = patches.permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2)
-        return self.norm_out(self.projection(self.norm_in(patches)))
+        return self.norm_out(self.projection(self.norm_in(_patchify(pixel_values, self.patch_size))))
 
 
 class VitxEmbeddings(nn.Module):
     """Patch embeddings, an optional CLS token, learned positions and embedding dropout.
 
     The position table is learned for ``config.image_size``; ``interpolate_pos_encoding=True`` resamples it
-    (bicubic, as HF's ViT) for other resolutions.
+    (bicubic, as HF's ViT) for other resolutions. ``visible_patches`` (batch, kept) indices keep only those
+    patch tokens, with their positions (masked autoencoder pretraining).
     """
 
     def __init__(self, config, *, dim, patch_size, patch_norm, use_cls_token):
@@ -203,15 +209,18 @@ class VitxEmbeddings(nn.Module):
         grid = rearrange(grid, "1 d h w -> 1 (h w) d").to(prefix.dtype)
         return torch.cat((prefix, grid), dim=1)
 
-    def forward(self, pixel_values, interpolate_pos_encoding=False):
+    def forward(self, pixel_values, interpolate_pos_encoding=False, visible_patches=None):
         self.check_pixel_values(pixel_values, interpolate_pos_encoding)
-        tokens = self.patch_embeddings(pixel_values)
-        if self.cls_token is not None:
-            tokens = torch.cat((self.cls_token.expand_as(tokens[:, :1]), tokens), dim=1)
         positions = self.position_embeddings
         if interpolate_pos_encoding:
             positions = self.interpolate_pos_encoding(*pixel_values.shape[-2:])
-        return self.dropout(tokens + positions)
+        tokens = self.patch_embeddings(pixel_values) + positions[:, self.num_prefix_tokens:]
+        if visible_patches is not None:
+            tokens = tokens.gather(1, visible_patches.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        if self.cls_token is not None:
+            cls_token = self.cls_token + positions[:, :1]
+            tokens = torch.cat((cls_token.expand_as(tokens[:, :1]), tokens), dim=1)
+        return self.dropout(tokens)
 
 
 # attention
@@ -786,9 +795,11 @@ class VitxPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["VitxEmbeddings", "VitxLayer"]
     _supports_sdpa = True
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\."]  # a pretrained masked autoencoder's, in a task model
     # Every Auto class of the family, so a saved folder loads as remote code through any of them.
     remote_auto_map = {"AutoModel": "modeling_vitx.VitxModel",
-                       "AutoModelForImageClassification": "modeling_vitx.VitxForImageClassification"}
+                       "AutoModelForImageClassification": "modeling_vitx.VitxForImageClassification",
+                       "AutoModelForPreTraining": "modeling_vitx.VitxForPreTraining"}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained``, with ``auto_map`` naming the base model and the classifier."""
@@ -858,6 +869,9 @@ class VitxPreTrainedModel(PreTrainedModel):
             nn.init.trunc_normal_(module.position_embeddings, std=std)
             if module.cls_token is not None:
                 nn.init.trunc_normal_(module.cls_token, std=std)
+        elif isinstance(module, VitxMAEDecoder):
+            nn.init.trunc_normal_(module.position_embeddings, std=std)
+            nn.init.trunc_normal_(module.mask_token, std=std)
 
 
 class CrossVitxPreTrainedModel(VitxPreTrainedModel):
@@ -878,7 +892,9 @@ class VitxModel(VitxPreTrainedModel):
     output (for the standard encoder, after the final norm: vit-pytorch's ``Extractor`` embedding),
     ``pooler_output`` the CLS token (``pool="cls"``) or the mean of all tokens (``pool="mean"``), and
     with the flags, the per-layer ``hidden_states`` and ``attentions``. The encoder is the one
-    ``config.encoder`` names, or any ``encoder=`` module (see ``VitxEncoderBase``).
+    ``config.encoder`` names, or any ``encoder=`` module (see ``VitxEncoderBase``). With ``visible_patches``
+    (batch, kept) patch indices, the encoder sees only those patches (and the CLS token): tokens are then
+    (batch, [1 +] kept, dim).
     """
 
     def __init__(self, config, encoder=None):
@@ -894,11 +910,12 @@ class VitxModel(VitxPreTrainedModel):
         return self.embeddings.patch_embeddings
 
     def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
-                interpolate_pos_encoding=False, return_dict=None):
+                interpolate_pos_encoding=False, return_dict=None, visible_patches=None):
         output_attentions = _flag(output_attentions, self.config, "output_attentions")
         output_hidden_states = _flag(output_hidden_states, self.config, "output_hidden_states")
         self.encoder.check_flags(output_attentions, output_hidden_states)
-        tokens = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        tokens = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding,
+                                 visible_patches=visible_patches)
         encoded = self.encoder(tokens, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         sequence = encoded.last_hidden_state
         pooled = sequence.mean(dim=1) if self.config.pool == "mean" else sequence[:, 0]
@@ -1027,12 +1044,118 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
         )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
+
+# pretraining
+
+
+@dataclass
+class VitxForPreTrainingOutput(ModelOutput):
+    r"""Output of [`VitxForPreTraining`] (a masked autoencoder), as transformers' ``ViTMAEForPreTrainingOutput``.
+
+    Args:
+        loss (`()`): mean squared error of the reconstruction over the masked patches only.
+        logits (`(batch, patches, patch_height * patch_width * channels)`): every patch reconstructed, in image
+            order, each flattened as (patch row, patch column, channel); ``unpatchify`` makes images of them.
+        mask (`(batch, patches)`): 1 where a patch was hidden from the encoder, 0 where it was seen.
+        ids_restore (`(batch, patches)`): the permutation that undoes the shuffle: visible patches first, then
+            the masked ones, back to image order.
+        hidden_states, attentions: the encoder's, over the visible tokens (with the flags).
+    """
+
+    loss: Optional[torch.FloatTensor] = None
+    logits: Optional[torch.FloatTensor] = None
+    mask: Optional[torch.LongTensor] = None
+    ids_restore: Optional[torch.LongTensor] = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+class VitxMAEDecoder(nn.Module):
+    """The masked autoencoder's light decoder: encoder tokens to ``decoder_dim``, a learned mask token in every
+    hidden place, learned positions, ``decoder_depth`` vitx blocks, and a linear map to each patch's pixels."""
+
+    def __init__(self, config):
+        super().__init__()
+        patch_height, patch_width = to_pair(config.patch_size)
+        self.embed = nn.Linear(config.dim, config.decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_dim))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches, config.decoder_dim))
+        self.blocks = VitxEncoder(config, dim=config.decoder_dim, depth=config.decoder_depth, heads=config.decoder_heads,
+                                  dim_head=config.decoder_dim_head, mlp_dim=4 * config.decoder_dim)
+        self.to_pixels = nn.Linear(config.decoder_dim, patch_height * patch_width * config.channels)
+
+    def forward(self, visible_tokens, ids_restore):
+        tokens = self.embed(visible_tokens)
+        hidden = self.mask_token.expand(tokens.shape[0], ids_restore.shape[1] - tokens.shape[1], -1)
+        tokens = torch.cat((tokens, hidden), dim=1).gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        return self.to_pixels(self.blocks(tokens + self.position_embeddings).last_hidden_state)
+
+
+class VitxForPreTraining(VitxPreTrainedModel):
+    """Masked autoencoder pretraining (He et al., 2021) of any vitx ViT, standard or landmark encoder, without labels.
+
+    Each image gets its own random mask of ``masking_ratio`` of its patches (or the mask ``noise`` implies: the
+    patches of the smallest noise stay visible). The encoder sees only the visible patches (and the CLS token
+    with ``pool="cls"``); a light decoder (``decoder_*``) fills the rest with a mask token and reconstructs every
+    patch's pixels; the loss is their mean squared error on the masked patches (per-patch normalized targets
+    with ``norm_pix_loss``). The encoder's weights are ``VitxModel``'s (``vitx.*``, plus ``head_norm`` when the
+    encoder has no final norm), so ``VitxForImageClassification.from_pretrained`` of a pretrained folder starts
+    from them; the decoder is dropped there. Returns ``VitxForPreTrainingOutput``.
+    """
+
+    def __init__(self, config, encoder=None):
+        if not isinstance(config, VitxConfig):
+            raise ValueError(f"masked autoencoder pretraining takes a VitxConfig (the ViT, with any encoder), got "
+                             f"{type(config).__name__}: CrossViT's two streams have no pretraining head.")
+        config, encoder = _config_for_encoder(config, encoder)
+        super().__init__(config)
+        self.vitx = VitxModel(config, encoder)
+        self.head_norm = nn.Identity() if self.vitx.encoder.normalizes_output \
+            else nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.decoder = VitxMAEDecoder(config)
+        self.post_init()
+
+    def patchify(self, pixel_values):
+        """Images (batch, channels, height, width) -> the patches the decoder reconstructs (see ``logits``)."""
+        return _patchify(pixel_values, self.config.patch_size)
+
+    def unpatchify(self, patches):
+        """``patchify``'s inverse: (batch, patches, patch pixels) -> images (batch, channels, height, width)."""
+        (rows, cols), (patch_height, patch_width) = self.vitx.embeddings.grid, to_pair(self.config.patch_size)
+        images = patches.unflatten(1, (rows, cols)).unflatten(-1, (patch_height, patch_width, -1))
+        return images.permute(0, 5, 1, 3, 2, 4).flatten(4, 5).flatten(2, 3)
+
+    def forward(self, pixel_values=None, noise=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None):
+        batch, patches = pixel_values.shape[0], self.config.num_patches
+        if noise is None:
+            noise = torch.rand(batch, patches, device=pixel_values.device)
+        elif noise.shape != (batch, patches):
+            raise ValueError(f"`noise` must be (batch, patches) = {(batch, patches)}, got {tuple(noise.shape)}.")
+        ids_shuffle = noise.argsort(dim=1)
+        ids_restore = ids_shuffle.argsort(dim=1)
+        visible = int(patches * (1 - self.config.masking_ratio))
+        mask = (ids_restore >= visible).long()
+        outputs = self.vitx(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                            visible_patches=ids_shuffle[:, :visible], return_dict=True)
+        patch_tokens = self.head_norm(outputs.last_hidden_state)[:, self.vitx.embeddings.num_prefix_tokens:]
+        logits = self.decoder(patch_tokens, ids_restore)
+        target = self.patchify(pixel_values).to(logits.dtype)
+        if self.config.norm_pix_loss:
+            target = (target - target.mean(dim=-1, keepdim=True)) / (target.var(dim=-1, keepdim=True) + 1e-6).sqrt()
+        loss = ((logits - target) ** 2).mean(dim=-1).mul(mask).sum() / mask.sum()
+        output = VitxForPreTrainingOutput(loss=loss, logits=logits, mask=mask, ids_restore=ids_restore,
+                                          hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return output if _return_dict(return_dict, self.config) else output.to_tuple()
+
 # registration: in process through the Auto classes, and as Hub remote code via `auto_map`
 
 VitxModel.register_for_auto_class("AutoModel")
 VitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+VitxForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 AutoModel.register(VitxConfig, VitxModel, exist_ok=True)
 AutoModelForImageClassification.register(VitxConfig, VitxForImageClassification, exist_ok=True)
+AutoModelForPreTraining.register(VitxConfig, VitxForPreTraining, exist_ok=True)
 CrossVitxModel.register_for_auto_class("AutoModel")
 CrossVitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 AutoModel.register(CrossVitxConfig, CrossVitxModel, exist_ok=True)
@@ -1047,6 +1170,8 @@ __all__ = [
     "LandmarkEncoder",
     "VitxEncoderBase",
     "VitxForImageClassification",
+    "VitxForPreTraining",
+    "VitxForPreTrainingOutput",
     "VitxModel",
     "VitxPreTrainedModel",
     "register_encoder",
