@@ -11,8 +11,10 @@ loaded through transformers itself, so checkpoints with old and new weight names
 ``--timm-kwargs`` passes extra ``timm.create_model`` arguments as JSON (e.g. ``'{"img_size": 384}'``).
 
 The output folder holds ``model.safetensors``, ``config.json`` (label names carried over),
-``preprocessor_config.json`` (a ``ViTImageProcessor`` with the source's mean, std and size) and the
-remote-code files, ready for ``scripts/train.py --model_name_or_path``.
+``preprocessor_config.json`` and the remote-code files, ready for ``scripts/train.py --model_name_or_path``
+and ``pipeline("image-classification")``. The image processor is the transformers source's own (a source
+folder without one gets, with a warning, a ``ViTImageProcessor`` with transformers' ViT defaults at the
+model's size), or for timm a ``ViTImageProcessor`` with the model's mean, std, interpolation and size.
 
 The classic ViT is vitx with ``patch_norm=False`` (a convolutional patch projection), the source's
 ``qkv_bias``, ``layer_norm_eps`` and head width: the converted model computes the same logits, hidden
@@ -23,7 +25,6 @@ rates carry over; vitx's feed-forward also drops after the GELU (as timm does, H
 
 import json
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -31,13 +32,14 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig, HfArgumentParser, ViTForImageClassification, ViTImageProcessor, ViTModel
+from transformers import AutoConfig, HfArgumentParser, ViTForImageClassification, ViTModel
 from transformers.image_utils import PILImageResampling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import VitxConfig, to_pair  # noqa: E402
 from modeling_vitx import VitxForImageClassification, VitxModel  # noqa: E402
+from vitx_common import default_image_processor, load_image_processor, save_folder  # noqa: E402
 
 POOLER = ("a pooler (dense + tanh on the CLS token: ViTModel's pooler_output; vitx's pooler_output is the normed "
           "CLS token, and ViTForImageClassification never uses the pooler): pass --drop-pooler to convert without it")
@@ -195,16 +197,6 @@ def load_hf_vit(source, drop_pooler=False):
         raise ValueError(f"{source} does not hold exactly a transformers {model_class.__name__}: "
                          f"missing {missing}, unexpected {unexpected}")
     return model.eval()
-
-
-def hf_image_processor(source, config):
-    """The source's ``ViTImageProcessor``; transformers' ViT defaults at the model's size when a local folder has none."""
-    if Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").is_file():
-        warnings.warn(f"{source} has no preprocessor_config.json; writing transformers' ViTImageProcessor defaults "
-                      f"(mean and std 0.5) at the model's image size")
-        height, width = to_pair(config.image_size)
-        return ViTImageProcessor(size={"height": height, "width": width})
-    return ViTImageProcessor.from_pretrained(source)
 
 
 # timm VisionTransformer (timm is an optional extra, so it is imported where it is used)
@@ -368,10 +360,9 @@ def timm_image_processor(model):
     from timm.data import resolve_model_data_config
 
     data = resolve_model_data_config(model)
-    height, width = model.patch_embed.img_size
-    return ViTImageProcessor(size={"height": height, "width": width},
-                             resample=PILImageResampling[data["interpolation"].upper()],
-                             image_mean=list(data["mean"]), image_std=list(data["std"]))
+    return default_image_processor(model.patch_embed.img_size, model.patch_embed.proj.in_channels,
+                                   image_mean=data["mean"], image_std=data["std"],
+                                   resample=PILImageResampling[data["interpolation"].upper()])
 
 
 # command line
@@ -400,7 +391,7 @@ def convert(args):
         raise ValueError("pass exactly one of --source (transformers ViT) and --timm-model (timm VisionTransformer)")
     if args.source is not None:
         model = convert_hf_vit(load_hf_vit(args.source, args.drop_pooler), drop_pooler=args.drop_pooler)
-        return model, hf_image_processor(args.source, model.config)
+        return model, load_image_processor(args.source, model.config)
     if args.checkpoint is None:
         raise ValueError(f"--timm-model {args.timm_model!r} needs --checkpoint, the model's state dict")
     timm_model = load_timm_vit(args.timm_model, args.checkpoint, **json.loads(args.timm_kwargs or "{}"))
@@ -411,9 +402,7 @@ def main(argv=None):
     """Parse the command line, convert and write the folder."""
     (args,) = HfArgumentParser(ConvertArguments, description=__doc__).parse_args_into_dataclasses(argv)
     model, image_processor = convert(args)
-    model.save_pretrained(args.output)
-    image_processor.save_pretrained(args.output)
-    print(f"wrote {type(model).__name__} and {type(image_processor).__name__} to {args.output}")
+    save_folder(args.output, model, image_processor)
     return model
 
 
