@@ -1,4 +1,5 @@
-"""What the scripts share: the default image processor, a folder's processor, and writing a converted folder.
+"""What the scripts share: the default image processor, a folder's processor, the vitx layer weight names the
+converters write, and writing a converted folder.
 
 The scripts import it as a sibling module: ``python scripts/<name>.py`` puts ``scripts/`` first on
 ``sys.path``, and the tests add it through pytest's ``pythonpath``.
@@ -59,6 +60,30 @@ def load_image_processor(name, config, trust_remote_code=False):
 
 
 # converters
+
+
+def prefixed(target, params):
+    """``{"weight": w, "bias": b}`` -> ``{"<target>.weight": w, "<target>.bias": b}``."""
+    return {f"{target}.{name}": tensor for name, tensor in params.items()}
+
+
+def vitx_layer_weights(target, *, attention_norm, to_qkv, to_out, res_conv=None, feed_forward_norm=None, fc1=None,
+                       fc2=None):
+    """The state-dict entries of one vitx layer under ``target`` (``"vitx.encoder.layers.0"``), from its parts.
+
+    Each part maps its parameter names (``"weight"``, ``"bias"``) to tensors. ``to_qkv`` stacks the query, key
+    and value rows in that order; ``res_conv`` is the landmark attention's residual convolution. Without the
+    feed-forward parts the entries are the attention's alone: a CrossViT cross-attention (``...sm_attend_lg``)
+    holds the same attention under the same name.
+    """
+    parts = {"attention.norm": attention_norm, "attention.to_qkv": to_qkv, "attention.to_out": to_out,
+             "attention.res_conv": res_conv, "feed_forward.norm": feed_forward_norm, "feed_forward.fc1": fc1,
+             "feed_forward.fc2": fc2}
+    weights = {}
+    for part, params in parts.items():
+        if params is not None:
+            weights.update(prefixed(f"{target}.{part}", params))
+    return weights
 
 
 def save_folder(output, model, image_processor):
