@@ -8,8 +8,16 @@
 wrapping a ``nystrom_attention.Nystromformer``; KWARGS.json then holds the ViT's arguments plus
 ``"transformer"``: the Nystromformer's). ``KWARGS.json`` holds the keyword arguments the vit-pytorch model was built with;
 ``STATE_DICT.pt`` its ``state_dict()`` saved with ``torch.save`` (loaded here with
-``weights_only=True``). The output folder holds safetensors weights, ``config.json``
-and the remote-code files, so it loads with ``AutoModelForImageClassification``.
+``weights_only=True``). The output folder holds safetensors weights, ``config.json``,
+``preprocessor_config.json`` and the remote-code files, so it loads with
+``AutoModelForImageClassification`` and runs in ``pipeline("image-classification")``.
+
+vit-pytorch has no preprocessing of its own; its examples feed torchvision's ``Resize`` + ``ToTensor``:
+pixels scaled to [0, 1], not normalized. So the image processor (a ``ViTImageProcessor``) resizes to
+the model's ``image_size`` (bilinear), converts to RGB (three-channel models) and rescales to [0, 1]
+with mean 0 and std 1. A model trained on normalized inputs names its normalization with
+``--image-mean`` / ``--image-std`` (one number, or one per channel), e.g. ImageNet's
+``--image-mean 0.485 0.456 0.406 --image-std 0.229 0.224 0.225``.
 """
 
 import argparse
@@ -23,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import CrossVitxConfig, VitxConfig  # noqa: E402
 from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification  # noqa: E402
-from vitx_common import prefixed, vitx_layer_weights  # noqa: E402
+from vitx_common import default_image_processor, prefixed, save_folder, vitx_layer_weights  # noqa: E402
 
 VIT_KWARGS = ("image_size", "patch_size", "num_classes", "dim", "depth", "heads", "mlp_dim", "pool", "channels",
               "dim_head", "dropout", "emb_dropout")
@@ -231,12 +239,17 @@ def main(argv=None):
     parser.add_argument("--kwargs", required=True, help="JSON file of the model's constructor kwargs")
     parser.add_argument("--checkpoint", required=True, help="the model's state_dict saved with torch.save")
     parser.add_argument("--output", required=True, help="folder to write the vitx model to")
+    parser.add_argument("--image-mean", nargs="+", type=float, default=[0.0], metavar="MEAN",
+                        help="the mean the model's inputs were normalized with after scaling pixels to [0, 1]: one "
+                             "number for every channel, or one per channel (default 0: no normalization)")
+    parser.add_argument("--image-std", nargs="+", type=float, default=[1.0], metavar="STD",
+                        help="the matching standard deviation (default 1)")
     args = parser.parse_args(argv)
     kwargs = json.loads(Path(args.kwargs).read_text())
     state_dict = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     model = convert(args.model, state_dict, kwargs)
-    model.save_pretrained(args.output)
-    print(f"wrote {type(model).__name__} to {args.output}")
+    save_folder(args.output, model, default_image_processor(model.config.image_size, model.config.channels,
+                                                            image_mean=args.image_mean, image_std=args.image_std))
     return model
 
 
