@@ -55,30 +55,34 @@ QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp
 # contenders
 
 
+def _with_logits(model):
+    """``(model, forward returning logits)`` for a classifier that returns an output object."""
+    return model, lambda x: model(x).logits
+
+
+def _timm_vit(s, image_size):
+    """timm's ViT with the sizes of ``s`` at ``image_size``; it returns logits itself."""
+    from timm.models.vision_transformer import VisionTransformer
+    model = VisionTransformer(img_size=image_size, patch_size=s["patch_size"], embed_dim=s["dim"], depth=s["depth"],
+                              num_heads=s["heads"], mlp_ratio=s["mlp_dim"] / s["dim"], num_classes=s["num_classes"])
+    return model, model
+
+
 def vit_contenders(s):
     """Builders of the same ViT in each library: name -> () -> (model, forward returning logits)."""
     dim_head = s["dim"] // s["heads"]
 
     def vitx():
-        model = VitxForImageClassification(VitxConfig(
+        return _with_logits(VitxForImageClassification(VitxConfig(
             image_size=s["image_size"], patch_size=s["patch_size"], num_classes=s["num_classes"], dim=s["dim"],
-            depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"], dim_head=dim_head))
-        return model, lambda x: model(x).logits
-
-    def timm_vit():
-        from timm.models.vision_transformer import VisionTransformer
-        model = VisionTransformer(img_size=s["image_size"], patch_size=s["patch_size"], embed_dim=s["dim"],
-                                  depth=s["depth"], num_heads=s["heads"], mlp_ratio=s["mlp_dim"] / s["dim"],
-                                  num_classes=s["num_classes"])
-        return model, model
+            depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"], dim_head=dim_head)))
 
     def hf_vit():
         from transformers import ViTConfig, ViTForImageClassification
         config = ViTConfig(hidden_size=s["dim"], num_hidden_layers=s["depth"], num_attention_heads=s["heads"],
                            intermediate_size=s["mlp_dim"], image_size=s["image_size"], patch_size=s["patch_size"],
                            num_labels=s["num_classes"], attn_implementation="sdpa")
-        model = ViTForImageClassification(config)
-        return model, lambda x: model(x).logits
+        return _with_logits(ViTForImageClassification(config))
 
     def vit_pytorch():
         from vit_pytorch import ViT
@@ -86,7 +90,8 @@ def vit_contenders(s):
                     dim=s["dim"], depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"], dim_head=dim_head)
         return model, model
 
-    return {"vitx": vitx, "timm": timm_vit, "transformers": hf_vit, "vit-pytorch": vit_pytorch}
+    return {"vitx": vitx, "timm": lambda: _timm_vit(s, s["image_size"]), "transformers": hf_vit,
+            "vit-pytorch": vit_pytorch}
 
 
 def highres_contenders(s, image_size):
@@ -95,17 +100,8 @@ def highres_contenders(s, image_size):
                   depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"])
 
     def vitx(encoder, **encoder_kwargs):
-        def build():
-            model = VitxForImageClassification(VitxConfig(**common, encoder=encoder, encoder_kwargs=encoder_kwargs))
-            return model, lambda x: model(x).logits
-        return build
-
-    def timm_full():
-        from timm.models.vision_transformer import VisionTransformer
-        model = VisionTransformer(img_size=image_size, patch_size=s["patch_size"], embed_dim=s["dim"],
-                                  depth=s["depth"], num_heads=s["heads"], mlp_ratio=s["mlp_dim"] / s["dim"],
-                                  num_classes=s["num_classes"])
-        return model, model
+        return lambda: _with_logits(VitxForImageClassification(VitxConfig(**common, encoder=encoder,
+                                                                          encoder_kwargs=encoder_kwargs)))
 
     def vit_pytorch_nystrom():
         from nystrom_attention import Nystromformer
@@ -116,7 +112,7 @@ def highres_contenders(s, image_size):
         return model, model
 
     return {"vitx-landmark": vitx("landmark", num_landmarks=s["num_landmarks"]), "vitx-full": vitx("vit"),
-            "timm-full": timm_full, "vit-pytorch+nystrom": vit_pytorch_nystrom}
+            "timm-full": lambda: _timm_vit(s, image_size), "vit-pytorch+nystrom": vit_pytorch_nystrom}
 
 
 # measuring

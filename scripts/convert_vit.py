@@ -11,8 +11,10 @@ loaded through transformers itself, so checkpoints with old and new weight names
 ``--timm-kwargs`` passes extra ``timm.create_model`` arguments as JSON (e.g. ``'{"img_size": 384}'``).
 
 The output folder holds ``model.safetensors``, ``config.json`` (label names carried over),
-``preprocessor_config.json`` (a ``ViTImageProcessor`` with the source's mean, std and size) and the
-remote-code files, ready for ``scripts/train.py --model_name_or_path``.
+``preprocessor_config.json`` and the remote-code files, ready for ``scripts/train.py --model_name_or_path``
+and ``pipeline("image-classification")``. The image processor is the transformers source's own (a source
+folder without one gets, with a warning, a ``ViTImageProcessor`` with transformers' ViT defaults at the
+model's size), or for timm a ``ViTImageProcessor`` with the model's mean, std, interpolation and size.
 
 The classic ViT is vitx with ``patch_norm=False`` (a convolutional patch projection), the source's
 ``qkv_bias``, ``layer_norm_eps`` and head width: the converted model computes the same logits, hidden
@@ -23,7 +25,6 @@ rates carry over; vitx's feed-forward also drops after the GELU (as timm does, H
 
 import json
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -31,13 +32,15 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig, HfArgumentParser, ViTForImageClassification, ViTImageProcessor, ViTModel
+from transformers import AutoConfig, HfArgumentParser, ViTForImageClassification, ViTModel
 from transformers.image_utils import PILImageResampling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import VitxConfig, to_pair  # noqa: E402
 from modeling_vitx import VitxForImageClassification, VitxModel  # noqa: E402
+from vitx_common import (default_image_processor, load_image_processor, prefixed, save_folder,  # noqa: E402
+                         vitx_layer_weights)
 
 POOLER = ("a pooler (dense + tanh on the CLS token: ViTModel's pooler_output; vitx's pooler_output is the normed "
           "CLS token, and ViTForImageClassification never uses the pooler): pass --drop-pooler to convert without it")
@@ -52,14 +55,25 @@ def refuse_unsupported(source, features):
                          + "; ".join(dict.fromkeys(features)))
 
 
-def _params(target, module):
-    """``module``'s weight and bias under ``target``.
+def _params(module):
+    """``module``'s weight and bias.
 
     A missing bias becomes zeros and a missing LayerNorm scale ones: the same function as leaving them out.
     """
     weight = module.weight if module.weight is not None else torch.ones(module.normalized_shape)
     bias = module.bias if module.bias is not None else torch.zeros(weight.shape[0])
-    return {f"{target}.weight": weight, f"{target}.bias": bias}
+    return {"weight": weight, "bias": bias}
+
+
+def _qkv_params(*projections):
+    """The query, key and value projections (or one fused projection) stacked as vitx's ``to_qkv``.
+
+    Without biases ``to_qkv`` has none (``qkv_bias=False``), so none is made up.
+    """
+    params = {"weight": torch.cat([p.weight for p in projections])}
+    if projections[0].bias is not None:
+        params["bias"] = torch.cat([p.bias for p in projections])
+    return params
 
 
 def _size(pair):
@@ -70,20 +84,10 @@ def _size(pair):
 
 def _embedding_weights(projection, cls_token, position_embeddings):
     """The patch convolution, CLS token (or ``None``) and position table -> ``VitxEmbeddings`` weights."""
-    weights = {**_params("embeddings.patch_embeddings.projection", projection),
+    weights = {**prefixed("embeddings.patch_embeddings.projection", _params(projection)),
                "embeddings.position_embeddings": position_embeddings}
     if cls_token is not None:
         weights["embeddings.cls_token"] = cls_token
-    return weights
-
-
-def _layer_weights(target, norm1, qkv_weight, qkv_bias, proj, norm2, fc1, fc2):
-    """One pre-norm block -> ``VitxLayer`` weights; ``qkv_*`` stack the query, key and value rows in that order."""
-    weights = {**_params(f"{target}.attention.norm", norm1), f"{target}.attention.to_qkv.weight": qkv_weight,
-               **_params(f"{target}.attention.to_out", proj), **_params(f"{target}.feed_forward.norm", norm2),
-               **_params(f"{target}.feed_forward.fc1", fc1), **_params(f"{target}.feed_forward.fc2", fc2)}
-    if qkv_bias is not None:
-        weights[f"{target}.attention.to_qkv.bias"] = qkv_bias
     return weights
 
 
@@ -93,7 +97,7 @@ def _build(config, weights, classifier):
         model = VitxModel(config)
     else:
         model = VitxForImageClassification(config)
-        weights = {**{f"vitx.{k}": v for k, v in weights.items()}, **_params("classifier", classifier)}
+        weights = {**prefixed("vitx", weights), **prefixed("classifier", _params(classifier))}
     model.load_state_dict(weights, strict=True)
     return model.eval()
 
@@ -147,13 +151,13 @@ def convert_hf_vit(model, drop_pooler=False):
     weights = _embedding_weights(vit.embeddings.patch_embeddings.projection, vit.embeddings.cls_token,
                                  vit.embeddings.position_embeddings)
     for i, layer in enumerate(layers):
-        q, k, v = _hf_qkv(layer)
-        weights.update(_layer_weights(
-            f"encoder.layers.{i}", layer.layernorm_before, torch.cat((q.weight, k.weight, v.weight)),
-            None if q.bias is None else torch.cat((q.bias, k.bias, v.bias)),
-            _submodule(layer, "attention.o_proj", "attention.output.dense"), layer.layernorm_after,
-            _submodule(layer, "mlp.fc1", "intermediate.dense"), _submodule(layer, "mlp.fc2", "output.dense")))
-    weights.update(_params("encoder.norm", vit.layernorm))
+        weights.update(vitx_layer_weights(
+            f"encoder.layers.{i}", attention_norm=_params(layer.layernorm_before), to_qkv=_qkv_params(*_hf_qkv(layer)),
+            to_out=_params(_submodule(layer, "attention.o_proj", "attention.output.dense")),
+            feed_forward_norm=_params(layer.layernorm_after),
+            fc1=_params(_submodule(layer, "mlp.fc1", "intermediate.dense")),
+            fc2=_params(_submodule(layer, "mlp.fc2", "output.dense"))))
+    weights.update(prefixed("encoder.norm", _params(vit.layernorm)))
     config = VitxConfig(
         image_size=_size(to_pair(source.image_size)), patch_size=_size(to_pair(source.patch_size)),
         dim=source.hidden_size, depth=source.num_hidden_layers, heads=source.num_attention_heads,
@@ -195,16 +199,6 @@ def load_hf_vit(source, drop_pooler=False):
         raise ValueError(f"{source} does not hold exactly a transformers {model_class.__name__}: "
                          f"missing {missing}, unexpected {unexpected}")
     return model.eval()
-
-
-def hf_image_processor(source, config):
-    """The source's ``ViTImageProcessor``; transformers' ViT defaults at the model's size when a local folder has none."""
-    if Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").is_file():
-        warnings.warn(f"{source} has no preprocessor_config.json; writing transformers' ViTImageProcessor defaults "
-                      f"(mean and std 0.5) at the model's image size")
-        height, width = to_pair(config.image_size)
-        return ViTImageProcessor(size={"height": height, "width": width})
-    return ViTImageProcessor.from_pretrained(source)
 
 
 # timm VisionTransformer (timm is an optional extra, so it is imported where it is used)
@@ -322,9 +316,11 @@ def convert_timm_vit(model):
         positions = torch.cat((positions.new_zeros(1, 1, dim), positions), dim=1)
     weights = _embedding_weights(model.patch_embed.proj, model.cls_token, positions)
     for i, block in enumerate(model.blocks):
-        weights.update(_layer_weights(f"encoder.layers.{i}", block.norm1, block.attn.qkv.weight, block.attn.qkv.bias,
-                                      block.attn.proj, block.norm2, block.mlp.fc1, block.mlp.fc2))
-    weights.update(_params("encoder.norm", model.norm))
+        weights.update(vitx_layer_weights(
+            f"encoder.layers.{i}", attention_norm=_params(block.norm1), to_qkv=_qkv_params(block.attn.qkv),
+            to_out=_params(block.attn.proj), feed_forward_norm=_params(block.norm2), fc1=_params(block.mlp.fc1),
+            fc2=_params(block.mlp.fc2)))
+    weights.update(prefixed("encoder.norm", _params(model.norm)))
     first = model.blocks[0]
     head = model.head if isinstance(model.head, nn.Linear) else None
     labels = {}
@@ -368,10 +364,9 @@ def timm_image_processor(model):
     from timm.data import resolve_model_data_config
 
     data = resolve_model_data_config(model)
-    height, width = model.patch_embed.img_size
-    return ViTImageProcessor(size={"height": height, "width": width},
-                             resample=PILImageResampling[data["interpolation"].upper()],
-                             image_mean=list(data["mean"]), image_std=list(data["std"]))
+    return default_image_processor(model.patch_embed.img_size, model.patch_embed.proj.in_channels,
+                                   image_mean=data["mean"], image_std=data["std"],
+                                   resample=PILImageResampling[data["interpolation"].upper()])
 
 
 # command line
@@ -400,7 +395,7 @@ def convert(args):
         raise ValueError("pass exactly one of --source (transformers ViT) and --timm-model (timm VisionTransformer)")
     if args.source is not None:
         model = convert_hf_vit(load_hf_vit(args.source, args.drop_pooler), drop_pooler=args.drop_pooler)
-        return model, hf_image_processor(args.source, model.config)
+        return model, load_image_processor(args.source, model.config)
     if args.checkpoint is None:
         raise ValueError(f"--timm-model {args.timm_model!r} needs --checkpoint, the model's state dict")
     timm_model = load_timm_vit(args.timm_model, args.checkpoint, **json.loads(args.timm_kwargs or "{}"))
@@ -411,9 +406,7 @@ def main(argv=None):
     """Parse the command line, convert and write the folder."""
     (args,) = HfArgumentParser(ConvertArguments, description=__doc__).parse_args_into_dataclasses(argv)
     model, image_processor = convert(args)
-    model.save_pretrained(args.output)
-    image_processor.save_pretrained(args.output)
-    print(f"wrote {type(model).__name__} and {type(image_processor).__name__} to {args.output}")
+    save_folder(args.output, model, image_processor)
     return model
 
 

@@ -8,8 +8,16 @@
 wrapping a ``nystrom_attention.Nystromformer``; KWARGS.json then holds the ViT's arguments plus
 ``"transformer"``: the Nystromformer's). ``KWARGS.json`` holds the keyword arguments the vit-pytorch model was built with;
 ``STATE_DICT.pt`` its ``state_dict()`` saved with ``torch.save`` (loaded here with
-``weights_only=True``). The output folder holds safetensors weights, ``config.json``
-and the remote-code files, so it loads with ``AutoModelForImageClassification``.
+``weights_only=True``). The output folder holds safetensors weights, ``config.json``,
+``preprocessor_config.json`` and the remote-code files, so it loads with
+``AutoModelForImageClassification`` and runs in ``pipeline("image-classification")``.
+
+vit-pytorch has no preprocessing of its own; its examples feed torchvision's ``Resize`` + ``ToTensor``:
+pixels scaled to [0, 1], not normalized. So the image processor (a ``ViTImageProcessor``) resizes to
+the model's ``image_size`` (bilinear), converts to RGB (three-channel models) and rescales to [0, 1]
+with mean 0 and std 1. A model trained on normalized inputs names its normalization with
+``--image-mean`` / ``--image-std`` (one number, or one per channel), e.g. ImageNet's
+``--image-mean 0.485 0.456 0.406 --image-std 0.229 0.224 0.225``.
 """
 
 import argparse
@@ -23,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import CrossVitxConfig, VitxConfig  # noqa: E402
 from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification  # noqa: E402
+from vitx_common import default_image_processor, prefixed, save_folder, vitx_layer_weights  # noqa: E402
 
 VIT_KWARGS = ("image_size", "patch_size", "num_classes", "dim", "depth", "heads", "mlp_dim", "pool", "channels",
               "dim_head", "dropout", "emb_dropout")
@@ -32,10 +41,12 @@ CROSS_VIT_KWARGS = ("image_size", "num_classes", "depth", "sm_dim", "sm_patch_si
                     "dropout", "emb_dropout", "channels")
 
 
-def _check_kwargs(kwargs, allowed, class_name):
+def _config(config_class, kwargs, allowed, class_name):
+    """``config_class(**kwargs)``, refusing kwargs the vit-pytorch class ``class_name`` does not take."""
     unknown = set(kwargs) - set(allowed)
     if unknown:
         raise ValueError(f"unknown vit-pytorch {class_name} kwargs {sorted(unknown)}; allowed: {list(allowed)}")
+    return config_class(**kwargs)
 
 
 def _take(state_dict, key):
@@ -44,39 +55,47 @@ def _take(state_dict, key):
     return state_dict.pop(key)
 
 
-def convert_attention(state_dict, source, target, dim):
-    """vit-pytorch ``Attention`` -> ``VitxAttention``; a missing ``to_out`` (heads == 1 and dim_head == dim) is identity."""
-    out = {f"{target}.norm.weight": _take(state_dict, f"{source}.norm.weight"),
-           f"{target}.norm.bias": _take(state_dict, f"{source}.norm.bias")}
+def _take_params(state_dict, source, names=("weight", "bias")):
+    """The parameters ``names`` of the module at ``source``, taken out of ``state_dict``."""
+    return {name: _take(state_dict, f"{source}.{name}") for name in names}
+
+
+def convert_params(state_dict, source, target):
+    """A module's weight and bias (an ``nn.Linear``, an ``nn.LayerNorm``), renamed."""
+    return prefixed(target, _take_params(state_dict, source))
+
+
+def attention_parts(state_dict, source, dim):
+    """vit-pytorch ``Attention`` -> ``VitxAttention``'s parts; a missing ``to_out`` (heads == 1 and dim_head == dim)
+    is the identity."""
+    attention_norm = _take_params(state_dict, f"{source}.norm")
     if f"{source}.to_qkv.weight" in state_dict:
-        out[f"{target}.to_qkv.weight"] = _take(state_dict, f"{source}.to_qkv.weight")
+        to_qkv = _take_params(state_dict, f"{source}.to_qkv", ("weight",))
     else:  # cross_vit.py splits the projection into to_q and to_kv
-        out[f"{target}.to_qkv.weight"] = torch.cat(
-            (_take(state_dict, f"{source}.to_q.weight"), _take(state_dict, f"{source}.to_kv.weight")))
+        to_qkv = {"weight": torch.cat((_take(state_dict, f"{source}.to_q.weight"),
+                                       _take(state_dict, f"{source}.to_kv.weight")))}
     if f"{source}.to_out.0.weight" in state_dict:
-        out[f"{target}.to_out.weight"] = _take(state_dict, f"{source}.to_out.0.weight")
-        out[f"{target}.to_out.bias"] = _take(state_dict, f"{source}.to_out.0.bias")
+        to_out = _take_params(state_dict, f"{source}.to_out.0")
     else:
-        out[f"{target}.to_out.weight"] = torch.eye(dim)
-        out[f"{target}.to_out.bias"] = torch.zeros(dim)
-    return out
+        to_out = {"weight": torch.eye(dim), "bias": torch.zeros(dim)}
+    return dict(attention_norm=attention_norm, to_qkv=to_qkv, to_out=to_out)
 
 
-def convert_feed_forward(state_dict, source, target):
-    """vit-pytorch ``FeedForward`` (``net``: LayerNorm, Linear, GELU, Dropout, Linear, Dropout) -> ``VitxFeedForward``."""
-    names = {"0": "norm", "1": "fc1", "4": "fc2"}
-    return {f"{target}.{name}.{p}": _take(state_dict, f"{source}.net.{index}.{p}")
-            for index, name in names.items() for p in ("weight", "bias")}
+def feed_forward_parts(state_dict, source):
+    """vit-pytorch ``FeedForward`` (``net``: LayerNorm, Linear, GELU, Dropout, Linear, Dropout) -> ``VitxFeedForward``'s
+    parts."""
+    return dict(feed_forward_norm=_take_params(state_dict, f"{source}.net.0"),
+                fc1=_take_params(state_dict, f"{source}.net.1"), fc2=_take_params(state_dict, f"{source}.net.4"))
 
 
 def convert_transformer(state_dict, source, target, depth, dim):
     """vit-pytorch ``Transformer`` (layers of [Attention, FeedForward], final norm) -> ``VitxEncoder``."""
     out = {}
     for i in range(depth):
-        out.update(convert_attention(state_dict, f"{source}.layers.{i}.0", f"{target}.layers.{i}.attention", dim))
-        out.update(convert_feed_forward(state_dict, f"{source}.layers.{i}.1", f"{target}.layers.{i}.feed_forward"))
-    out[f"{target}.norm.weight"] = _take(state_dict, f"{source}.norm.weight")
-    out[f"{target}.norm.bias"] = _take(state_dict, f"{source}.norm.bias")
+        out.update(vitx_layer_weights(f"{target}.layers.{i}",
+                                      **attention_parts(state_dict, f"{source}.layers.{i}.0", dim),
+                                      **feed_forward_parts(state_dict, f"{source}.layers.{i}.1")))
+    out.update(convert_params(state_dict, f"{source}.norm", f"{target}.norm"))
     return out
 
 
@@ -84,8 +103,8 @@ def convert_patch_embedding(state_dict, source, target, dim, use_cls_token=True)
     """``to_patch_embedding`` (Rearrange, LayerNorm, Linear, LayerNorm), CLS token and positions -> ``VitxEmbeddings``."""
     out = {}
     for index, name in (("1", "norm_in"), ("2", "projection"), ("3", "norm_out")):
-        for p in ("weight", "bias"):
-            out[f"{target}.patch_embeddings.{name}.{p}"] = _take(state_dict, f"{source}to_patch_embedding.{index}.{p}")
+        out.update(convert_params(state_dict, f"{source}to_patch_embedding.{index}",
+                                  f"{target}.patch_embeddings.{name}"))
     cls_token = _take(state_dict, f"{source}cls_token")
     if use_cls_token:
         out[f"{target}.cls_token"] = cls_token.reshape(1, 1, dim)
@@ -95,20 +114,13 @@ def convert_patch_embedding(state_dict, source, target, dim, use_cls_token=True)
 
 def convert_vit(state_dict, kwargs):
     """A ``vit_pytorch.vit.ViT`` state dict and its kwargs -> a ``VitxForImageClassification``."""
-    _check_kwargs(kwargs, VIT_KWARGS, "ViT")
-    config = VitxConfig(**kwargs)
+    config = _config(VitxConfig, kwargs, VIT_KWARGS, "ViT")
     state_dict = dict(state_dict)
     dim = config.dim
     weights = convert_patch_embedding(state_dict, "", "vitx.embeddings", dim, use_cls_token=config.pool == "cls")
     weights.update(convert_transformer(state_dict, "transformer", "vitx.encoder", config.depth, dim))
-    weights["classifier.weight"] = _take(state_dict, "mlp_head.weight")
-    weights["classifier.bias"] = _take(state_dict, "mlp_head.bias")
+    weights.update(convert_params(state_dict, "mlp_head", "classifier"))
     return _build(VitxForImageClassification, config, weights, state_dict)
-
-
-def convert_linear(state_dict, source, target):
-    """An ``nn.Linear``'s weight and bias, renamed."""
-    return {f"{target}.{p}": _take(state_dict, f"{source}.{p}") for p in ("weight", "bias")}
 
 
 def convert_project_in_out(state_dict, source, target, dim):
@@ -116,17 +128,16 @@ def convert_project_in_out(state_dict, source, target, dim):
 
     The projections exist only when the two streams' widths differ.
     """
-    out = convert_attention(state_dict, f"{source}.fn", f"{target}.attention", dim)
+    out = vitx_layer_weights(target, **attention_parts(state_dict, f"{source}.fn", dim))
     for name in ("project_in", "project_out"):
         if f"{source}.{name}.weight" in state_dict:
-            out.update(convert_linear(state_dict, f"{source}.{name}", f"{target}.{name}"))
+            out.update(convert_params(state_dict, f"{source}.{name}", f"{target}.{name}"))
     return out
 
 
 def convert_cross_vit(state_dict, kwargs):
     """A ``vit_pytorch.cross_vit.CrossViT`` state dict and its kwargs -> a ``CrossVitxForImageClassification``."""
-    _check_kwargs(kwargs, CROSS_VIT_KWARGS, "CrossViT")
-    config = CrossVitxConfig(**kwargs)
+    config = _config(CrossVitxConfig, kwargs, CROSS_VIT_KWARGS, "CrossViT")
     state_dict = dict(state_dict)
     dims = {"sm": config.sm_dim, "lg": config.lg_dim}
     weights = {}
@@ -134,7 +145,7 @@ def convert_cross_vit(state_dict, kwargs):
         weights.update(convert_patch_embedding(state_dict, f"{stream}_image_embedder.", f"vitx.{stream}_embeddings",
                                                dim))
         for index in ("0", "1"):  # the head: LayerNorm, Linear
-            weights.update(convert_linear(state_dict, f"{stream}_mlp_head.{index}", f"{stream}_classifier.{index}"))
+            weights.update(convert_params(state_dict, f"{stream}_mlp_head.{index}", f"{stream}_classifier.{index}"))
     for block in range(config.depth):
         source, target = f"multi_scale_encoder.layers.{block}", f"vitx.encoder.layers.{block}"
         weights.update(convert_transformer(state_dict, f"{source}.0", f"{target}.sm_encoder", config.sm_enc_depth,
@@ -198,18 +209,17 @@ def convert_efficient_nystrom(state_dict, kwargs):
     weights = convert_patch_embedding(state_dict, "", "vitx.embeddings", dim)
     for i in range(config.depth):
         source, target = f"transformer.layers.{i}", f"vitx.encoder.layers.{i}"
-        for p in ("weight", "bias"):
-            weights[f"{target}.attention.norm.{p}"] = _take(state_dict, f"{source}.0.norm.{p}")
-            weights[f"{target}.attention.to_out.{p}"] = _take(state_dict, f"{source}.0.fn.to_out.0.{p}")
-            weights[f"{target}.feed_forward.norm.{p}"] = _take(state_dict, f"{source}.1.norm.{p}")
-            weights[f"{target}.feed_forward.fc1.{p}"] = _take(state_dict, f"{source}.1.fn.net.0.{p}")
-            weights[f"{target}.feed_forward.fc2.{p}"] = _take(state_dict, f"{source}.1.fn.net.3.{p}")
-        weights[f"{target}.attention.to_qkv.weight"] = _take(state_dict, f"{source}.0.fn.to_qkv.weight")
-        if config.encoder_kwargs["residual_conv_kernel"]:
-            weights[f"{target}.attention.res_conv.weight"] = _take(state_dict, f"{source}.0.fn.res_conv.weight")
-    for p in ("weight", "bias"):
-        weights[f"head_norm.{p}"] = _take(state_dict, f"mlp_head.0.{p}")
-        weights[f"classifier.{p}"] = _take(state_dict, f"mlp_head.1.{p}")
+        # nystrom-attention wraps each part in PreNorm (``norm``, ``fn``); its feed-forward ``net`` has no norm
+        res_conv = _take_params(state_dict, f"{source}.0.fn.res_conv", ("weight",)) \
+            if config.encoder_kwargs["residual_conv_kernel"] else None
+        weights.update(vitx_layer_weights(
+            target, attention_norm=_take_params(state_dict, f"{source}.0.norm"),
+            to_qkv=_take_params(state_dict, f"{source}.0.fn.to_qkv", ("weight",)),
+            to_out=_take_params(state_dict, f"{source}.0.fn.to_out.0"), res_conv=res_conv,
+            feed_forward_norm=_take_params(state_dict, f"{source}.1.norm"),
+            fc1=_take_params(state_dict, f"{source}.1.fn.net.0"), fc2=_take_params(state_dict, f"{source}.1.fn.net.3")))
+    weights.update(convert_params(state_dict, "mlp_head.0", "head_norm"))
+    weights.update(convert_params(state_dict, "mlp_head.1", "classifier"))
     return _build(VitxForImageClassification, config, weights, state_dict)
 
 
@@ -229,12 +239,17 @@ def main(argv=None):
     parser.add_argument("--kwargs", required=True, help="JSON file of the model's constructor kwargs")
     parser.add_argument("--checkpoint", required=True, help="the model's state_dict saved with torch.save")
     parser.add_argument("--output", required=True, help="folder to write the vitx model to")
+    parser.add_argument("--image-mean", nargs="+", type=float, default=[0.0], metavar="MEAN",
+                        help="the mean the model's inputs were normalized with after scaling pixels to [0, 1]: one "
+                             "number for every channel, or one per channel (default 0: no normalization)")
+    parser.add_argument("--image-std", nargs="+", type=float, default=[1.0], metavar="STD",
+                        help="the matching standard deviation (default 1)")
     args = parser.parse_args(argv)
     kwargs = json.loads(Path(args.kwargs).read_text())
     state_dict = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     model = convert(args.model, state_dict, kwargs)
-    model.save_pretrained(args.output)
-    print(f"wrote {type(model).__name__} to {args.output}")
+    save_folder(args.output, model, default_image_processor(model.config.image_size, model.config.channels,
+                                                            image_mean=args.image_mean, image_std=args.image_std))
     return model
 
 

@@ -32,14 +32,15 @@ import torch
 import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
 from matplotlib.figure import Figure
-from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser, Trainer,
-                          TrainingArguments, ViTImageProcessor, set_seed)
+from transformers import (AutoConfig, AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments,
+                          set_seed)
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import CrossVitxConfig, VitxConfig  # noqa: E402
 from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification  # noqa: E402
+from vitx_common import default_image_processor, load_image_processor  # noqa: E402
 
 # The recipe, as TrainingArguments defaults; any flag given on the command line wins.
 TRAINING_DEFAULTS = {
@@ -391,13 +392,6 @@ def model_sizes(model_args, resolution):
             "dropout": model_args.dropout, "emb_dropout": model_args.emb_dropout}
 
 
-def image_processor(image_size):
-    """``ViTImageProcessor`` for ``image_size``: RGB, resize, rescale to [0, 1], normalize to [-1, 1]."""
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    return ViTImageProcessor(size={"height": height, "width": width}, do_convert_rgb=True,
-                             image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
-
-
 def build_model(model_args, data):
     """``(model, processor)``: the saved model under new labels, or a fresh one from ``MODEL_FACTORIES``."""
     label2id = {name: i for i, name in data.id2label.items()}
@@ -405,18 +399,14 @@ def build_model(model_args, data):
         model = AutoModelForImageClassification.from_pretrained(
             model_args.model_name_or_path, num_labels=len(data.id2label), id2label=data.id2label, label2id=label2id,
             ignore_mismatched_sizes=True, trust_remote_code=model_args.trust_remote_code)
-        try:
-            processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path,
-                                                           trust_remote_code=model_args.trust_remote_code)
-        except OSError:  # a model saved without its processor: rebuild it for the model's input size
-            processor = image_processor(getattr(model.config, "image_size", 224))
+        processor = load_image_processor(model_args.model_name_or_path, model.config, model_args.trust_remote_code)
         return model, processor
     if model_args.model_type not in MODEL_FACTORIES:
         raise ValueError(f"--model_type {model_args.model_type!r} is not supported; choose one of "
                          f"{sorted(MODEL_FACTORIES)}")
     sizes = model_sizes(model_args, data.resolution)
     model = MODEL_FACTORIES[model_args.model_type](sizes, data.id2label, model_args.num_landmarks)
-    return model, image_processor(model.config.image_size)
+    return model, default_image_processor(model.config.image_size, model.config.channels)
 
 
 # training

@@ -13,9 +13,9 @@ side by side. With ``pool="mean"`` there is no CLS token: the maps are the mean 
 and the figure says so. The landmark encoder's maps are its Nystrom approximations.
 
 The image goes through the folder's ``preprocessor_config.json`` (``AutoImageProcessor``) when there is
-one, else through a ``ViTImageProcessor`` resizing to ``config.image_size``. Drawing needs matplotlib,
-an optional extra (``pip install -e ".[viz]"``); figures are matplotlib ``Figure`` objects written by
-its Agg canvas, so neither pyplot nor a display is involved.
+one, else (with a warning) through the default ``ViTImageProcessor`` resizing to ``config.image_size``.
+Drawing needs matplotlib, an optional extra (``pip install -e ".[viz]"``); figures are matplotlib
+``Figure`` objects written by its Agg canvas, so neither pyplot nor a display is involved.
 """
 
 import math
@@ -27,13 +27,13 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification,
-                          HfArgumentParser, ViTImageProcessor)
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, HfArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import patch_grid, to_pair  # noqa: E402
 import modeling_vitx  # noqa: E402,F401  (registers vitx and crossvitx with the Auto classes)
+from vitx_common import load_image_processor  # noqa: E402  (the folder's processor, else the default)
 
 # Large photos are drawn at most this many pixels on their longest side: a figure cannot show more, and
 # upsampling a dozen head maps to a 12-megapixel image would only cost time.
@@ -175,20 +175,6 @@ def load_model(name):
                          f"cannot be returned.")
     bare = config.architectures and not any(a.endswith("ForImageClassification") for a in config.architectures)
     return (AutoModel if bare else AutoModelForImageClassification).from_pretrained(name).eval()
-
-
-def load_image_processor(name, config):
-    """The folder's ``AutoImageProcessor`` when it has a ``preprocessor_config.json``, else a ``ViTImageProcessor``
-    resizing to ``config.image_size`` with ViT's default normalization (mean and std 0.5 per channel)."""
-    if not Path(name).is_dir() or (Path(name) / "preprocessor_config.json").exists():
-        try:
-            return AutoImageProcessor.from_pretrained(name)
-        except OSError:  # a Hub repo without an image processor
-            pass
-    height, width = to_pair(config.image_size)
-    channels = getattr(config, "channels", 3)
-    return ViTImageProcessor(size={"height": height, "width": width}, image_mean=[0.5] * channels,
-                             image_std=[0.5] * channels)
 
 
 def load_image(path, channels=3):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,16 +90,36 @@ def assert_checkpointing_keeps_gradients(model, img, labels):
         torch.testing.assert_close(grad, plain[name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
-def convert_with_script(tmp_path, model_name, reference, kwargs):
-    """Run the converter's command line on ``reference``'s saved state dict and kwargs; returns the output folder."""
+def convert_with_script(tmp_path, model_name, reference, kwargs, *flags):
+    """Run the converter's command line (with any extra ``flags``) on ``reference``'s saved state dict and kwargs;
+    returns the output folder."""
     import convert_vit_pytorch
 
     (tmp_path / "kwargs.json").write_text(json.dumps(kwargs))
     torch.save(reference.state_dict(), tmp_path / "checkpoint.pt")
     convert_vit_pytorch.main(["--model", model_name, "--kwargs", str(tmp_path / "kwargs.json"),
-                              "--checkpoint", str(tmp_path / "checkpoint.pt"), "--output", str(tmp_path / "out")])
-    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "modeling_vitx.py").exists()
+                              "--checkpoint", str(tmp_path / "checkpoint.pt"), "--output", str(tmp_path / "out"),
+                              *flags])
+    assert {"model.safetensors", "modeling_vitx.py", "preprocessor_config.json"} <= set(os.listdir(tmp_path / "out"))
     return tmp_path / "out"
+
+
+def assert_runs_in_pipeline(folder, reference):
+    """``pipeline("image-classification", model=folder)``, in this process, labels a 40x48 RGB photo as
+    ``reference`` (the converted model's source: a callable returning logits) does on the pixel values of the
+    folder's own image processor: the same top label, with its softmax probability as the score."""
+    import modeling_vitx  # noqa: F401  (registers vitx with the Auto classes the pipeline reads)
+    from PIL import Image
+    from transformers import AutoImageProcessor, pipeline
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    classify = pipeline("image-classification", model=str(folder))
+    top = classify(image, top_k=1)[0]
+    pixel_values = AutoImageProcessor.from_pretrained(folder)(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        probabilities = reference(pixel_values).softmax(dim=-1)[0]
+    assert top["label"] == classify.model.config.id2label[int(probabilities.argmax())]
+    assert top["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from transformers import (AutoImageProcessor, DeiTConfig, Trainer, TrainingArgum
                           ViTForImageClassification, ViTImageProcessor, ViTModel)
 
 import convert_vit
-from conftest import run_isolated
+from conftest import assert_runs_in_pipeline, run_isolated
 from modeling_vitx import VitxForImageClassification, VitxModel
 
 TIMM_NAME = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # its pretrained tag sets ImageNet-1k labels, mean/std 0.5
@@ -147,6 +147,7 @@ def test_hf_script_writes_model_config_and_processor(tmp_path):
     img = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert_close(model(img).logits, reference(img).logits)
+    assert_runs_in_pipeline(tmp_path / "out", lambda pixel_values: reference(pixel_values).logits)
 
 
 def test_converted_folder_loads_as_remote_code(tmp_path):
@@ -216,6 +217,7 @@ def test_timm_script_from_state_dict(tmp_path, suffix):
     img = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert_close(model(img).logits, reference(img))
+    assert_runs_in_pipeline(tmp_path / "out", reference)
 
 
 def test_timm_headless_checkpoint_converts_to_base_model(tmp_path):

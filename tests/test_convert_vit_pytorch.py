@@ -1,13 +1,19 @@
 """vit-pytorch ViT -> vitx: the converter script and numeric parity on the same weights."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision import transforms
+from transformers import AutoImageProcessor
 from vit_pytorch.extractor import Extractor
 from vit_pytorch.recorder import Recorder
 from vit_pytorch.vit import ViT
 
 import convert_vit_pytorch
-from conftest import convert_with_script, tiny_vit_kwargs
+from conftest import assert_runs_in_pipeline, convert_with_script, tiny_vit_kwargs
 from modeling_vitx import VitxForImageClassification
 
 
@@ -39,13 +45,35 @@ def test_single_head_without_output_projection():
 
 
 def test_script_writes_loadable_folder(tmp_path):
-    kwargs = tiny_vit_kwargs(dropout=0.1, emb_dropout=0.1)
+    kwargs = tiny_vit_kwargs(dropout=0.1, emb_dropout=0.1, image_size=(32, 48), patch_size=(4, 8))
     reference = ViT(**kwargs).eval()
-    model = VitxForImageClassification.from_pretrained(convert_with_script(tmp_path, "vit", reference, kwargs)).eval()
+    folder = convert_with_script(tmp_path, "vit", reference, kwargs)
+    model = VitxForImageClassification.from_pretrained(folder).eval()
     assert model.config.dropout == 0.1
-    img = torch.randn(1, 3, 32, 32)
+    img = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
         torch.testing.assert_close(model(img).logits, reference(img), atol=1e-5, rtol=1e-5)
+    # the processor feeds what vit-pytorch's examples do: Resize to image_size + ToTensor, pixels in [0, 1]
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 40), dtype=np.uint8))  # grayscale
+    expected = transforms.Compose([transforms.Resize((32, 48)), transforms.ToTensor()])(image.convert("RGB"))
+    pixel_values = AutoImageProcessor.from_pretrained(folder)(image, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(pixel_values[0], expected, atol=1 / 255 + 1e-6, rtol=0)  # resize rounding apart
+    assert_runs_in_pipeline(folder, reference)
+
+
+def test_script_takes_the_normalization_the_model_was_trained_with(tmp_path):
+    kwargs = tiny_vit_kwargs()
+    reference = ViT(**kwargs).eval()
+    imagenet = ["--image-mean", "0.485", "0.456", "0.406", "--image-std", "0.229", "0.224", "0.225"]
+    folder = convert_with_script(tmp_path, "vit", reference, kwargs, *imagenet)
+    processor = json.loads((folder / "preprocessor_config.json").read_text())
+    assert processor["image_mean"] == [0.485, 0.456, 0.406] and processor["image_std"] == [0.229, 0.224, 0.225]
+    assert processor["size"] == {"height": 32, "width": 32}
+    with pytest.raises(ValueError, match="`image_mean` must be one number or 3 numbers \\(one per channel\\), "
+                                         "got \\[0.1, 0.2\\]"):
+        convert_with_script(tmp_path, "vit", reference, kwargs, "--image-mean", "0.1", "0.2")
+    with pytest.raises(ValueError, match="`image_std` values must be positive"):
+        convert_with_script(tmp_path, "vit", reference, kwargs, "--image-std", "0")
 
 
 def test_bad_inputs_are_named():

@@ -7,7 +7,7 @@ from vit_pytorch.cross_vit import CrossViT
 from vit_pytorch.extractor import Extractor
 
 import convert_vit_pytorch
-from conftest import convert_with_script, tiny_cross_vit_kwargs
+from conftest import assert_runs_in_pipeline, convert_with_script, tiny_cross_vit_kwargs
 from modeling_vitx import CrossVitxForImageClassification
 
 
@@ -98,6 +98,7 @@ def test_script_writes_loadable_folder(tmp_path):
     img = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(img).logits, reference(img), atol=1e-5, rtol=1e-5)
+    assert_runs_in_pipeline(folder, reference)
 
 
 def test_bad_inputs_are_named():

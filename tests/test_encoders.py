@@ -12,7 +12,8 @@ from transformers import Trainer, TrainingArguments
 from vit_pytorch.efficient import ViT as EfficientViT
 
 import convert_vit_pytorch
-from conftest import assert_checkpointing_keeps_gradients, convert_with_script, run_isolated, tiny_vit_kwargs
+from conftest import (assert_checkpointing_keeps_gradients, assert_runs_in_pipeline, convert_with_script, run_isolated,
+                      tiny_vit_kwargs)
 from user_encoders import Mixer
 from configuration_vitx import VitxConfig
 import modeling_vitx
@@ -162,11 +163,12 @@ def test_efficient_nystrom_conversion_logits(tmp_path):
     with torch.no_grad():
         expected = torch.cat([vit(img[i:i + 1]) for i in range(2)])
         torch.testing.assert_close(model(img).logits, expected, atol=1e-4, rtol=1e-4)
-    loaded = VitxForImageClassification.from_pretrained(
-        convert_with_script(tmp_path, "efficient_nystrom", vit, kwargs)).eval()
+    folder = convert_with_script(tmp_path, "efficient_nystrom", vit, kwargs)
+    loaded = VitxForImageClassification.from_pretrained(folder).eval()
     assert loaded.config.encoder == "landmark" and loaded.config.encoder_kwargs["num_landmarks"] == 16
     with torch.no_grad():
         torch.testing.assert_close(loaded(img[:1]).logits, vit(img[:1]), atol=1e-4, rtol=1e-4)
+    assert_runs_in_pipeline(folder, vit)
     with pytest.raises(ValueError, match="only pool='cls' converts"):
         convert_vit_pytorch.efficient_nystrom_config({**kwargs, "pool": "mean"})
 
