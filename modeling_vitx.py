@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from transformers import AutoModel, AutoModelForImageClassification, AutoModelForPreTraining, PreTrainedModel
+from transformers import (AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoModelForPreTraining,
+                          PreTrainedModel, ViTImageProcessor)
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -1160,6 +1161,9 @@ CrossVitxModel.register_for_auto_class("AutoModel")
 CrossVitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 AutoModel.register(CrossVitxConfig, CrossVitxModel, exist_ok=True)
 AutoModelForImageClassification.register(CrossVitxConfig, CrossVitxForImageClassification, exist_ok=True)
+# transformers 4.x pipelines load an image processor only for configs they know one for
+AutoImageProcessor.register(VitxConfig, slow_image_processor_class=ViTImageProcessor, exist_ok=True)
+AutoImageProcessor.register(CrossVitxConfig, slow_image_processor_class=ViTImageProcessor, exist_ok=True)
 
 __all__ = [
     "CrossVitxForImageClassification",
