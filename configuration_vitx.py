@@ -19,55 +19,55 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_positive_int(name, value):
+def _check_positive_int(name, value):
     """Raise ``ValueError`` unless ``value`` is an int greater than zero."""
     if not _is_int(value) or value <= 0:
         raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
     return value
 
 
-def check_probability(name, value):
+def _check_probability(name, value):
     """Raise ``ValueError`` unless ``value`` is a number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be a float in [0, 1], got {value!r}.")
     return float(value)
 
 
-def check_positive_float(name, value):
+def _check_positive_float(name, value):
     """Raise ``ValueError`` unless ``value`` is a number greater than zero."""
     if isinstance(value, bool) or not isinstance(value, Real) or value <= 0:
         raise ValueError(f"`{name}` must be a positive float, got {value!r}.")
     return float(value)
 
 
-def check_bool(name, value):
+def _check_bool(name, value):
     """Raise ``ValueError`` unless ``value`` is a bool."""
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be a bool, got {value!r}.")
     return value
 
 
-def check_size(name, value):
+def _check_size(name, value):
     """Normalize an int or an (height, width) pair of positive ints.
 
     Ints stay ints; pairs become lists, the form JSON gives back, so a config
     survives ``save_pretrained``/``from_pretrained`` unchanged.
     """
     if _is_int(value):
-        return check_positive_int(name, value)
+        return _check_positive_int(name, value)
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value):
         return list(value)
     raise ValueError(f"`{name}` must be a positive int or a (height, width) pair of positive ints, got {value!r}.")
 
 
-def to_pair(value):
+def _to_pair(value):
     """``224`` -> ``(224, 224)``; ``[224, 160]`` -> ``(224, 160)``."""
     return (value, value) if _is_int(value) else tuple(value)
 
 
-def patch_grid(image_size, patch_size, image_name="image_size", patch_name="patch_size"):
+def _patch_grid(image_size, patch_size, image_name="image_size", patch_name="patch_size"):
     """Number of patches along (height, width); raises unless the image divides into patches."""
-    (ih, iw), (ph, pw) = to_pair(image_size), to_pair(patch_size)
+    (ih, iw), (ph, pw) = _to_pair(image_size), _to_pair(patch_size)
     if ih % ph or iw % pw:
         raise ValueError(
             f"`{image_name}` {image_size!r} must be divisible by `{patch_name}` {patch_size!r} "
@@ -76,7 +76,7 @@ def patch_grid(image_size, patch_size, image_name="image_size", patch_name="patc
     return ih // ph, iw // pw
 
 
-def check_odd_kernel(name, value):
+def _check_odd_kernel(name, value):
     """Raise ``ValueError`` unless ``value`` is 0 (off) or a positive odd int."""
     if not _is_int(value) or value < 0 or (value and value % 2 == 0):
         raise ValueError(f"`{name}` must be 0 (off) or a positive odd int, got {value!r}.")
@@ -90,14 +90,14 @@ def check_odd_kernel(name, value):
 ENCODER_OPTIONS = {
     "vit": {},
     "landmark": {
-        "num_landmarks": (256, check_positive_int),
-        "pinv_iterations": (6, check_positive_int),
-        "residual_conv_kernel": (33, check_odd_kernel),
+        "num_landmarks": (256, _check_positive_int),
+        "pinv_iterations": (6, _check_positive_int),
+        "residual_conv_kernel": (33, _check_odd_kernel),
     },
 }
 
 
-def check_encoder(encoder, encoder_kwargs):
+def _check_encoder(encoder, encoder_kwargs):
     """``encoder`` names an encoder (or is a module handed over through an Auto class's ``from_pretrained``);
     ``encoder_kwargs`` is a JSON-serializable dict, so the choice survives ``save_pretrained``, and for an
     encoder of ``ENCODER_OPTIONS`` holds only its options, checked and completed with their defaults."""
@@ -112,10 +112,10 @@ def check_encoder(encoder, encoder_kwargs):
         raise ValueError(f"`encoder_kwargs` must be a JSON-serializable dict, got {encoder_kwargs!r}.") from None
     if not isinstance(encoder, str) or encoder not in ENCODER_OPTIONS:
         return encoder, encoder_kwargs
-    return encoder, encoder_options(encoder, encoder_kwargs)
+    return encoder, _encoder_options(encoder, encoder_kwargs)
 
 
-def encoder_options(encoder, encoder_kwargs):
+def _encoder_options(encoder, encoder_kwargs):
     """The options of a built-in encoder of ``ENCODER_OPTIONS``: ``encoder_kwargs`` checked, with the defaults."""
     options = ENCODER_OPTIONS[encoder]
     unknown = sorted(set(encoder_kwargs) - set(options))
@@ -129,7 +129,7 @@ def _set_num_labels(num_classes, kwargs):
     """``num_classes`` is vit-pytorch's name for HF's ``num_labels``; explicit label maps win."""
     id2label, label2id = kwargs.get("id2label"), kwargs.get("label2id")
     if id2label is None and label2id is None:
-        kwargs.setdefault("num_labels", check_positive_int("num_classes", num_classes))
+        kwargs.setdefault("num_labels", _check_positive_int("num_classes", num_classes))
     elif id2label is None:
         kwargs["id2label"] = {int(index): label for label, index in label2id.items()}
     elif label2id is None:
@@ -222,9 +222,9 @@ class VitxConfig(PretrainedConfig):
         norm_pix_loss=False,
         **kwargs,
     ):
-        self.image_size = check_size("image_size", image_size)
-        self.patch_size = check_size("patch_size", patch_size)
-        grid_h, grid_w = patch_grid(self.image_size, self.patch_size)
+        self.image_size = _check_size("image_size", image_size)
+        self.patch_size = _check_size("patch_size", patch_size)
+        grid_h, grid_w = _patch_grid(self.image_size, self.patch_size)
         if grid_h * grid_w <= 16:
             raise ValueError(
                 f"`image_size` {image_size!r} with `patch_size` {patch_size!r} gives {grid_h * grid_w} patches; "
@@ -232,19 +232,19 @@ class VitxConfig(PretrainedConfig):
             )
         for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("mlp_dim", mlp_dim),
                             ("channels", channels), ("dim_head", dim_head)):
-            check_positive_int(name, value)
+            _check_positive_int(name, value)
         self.dim, self.depth, self.heads, self.mlp_dim = dim, depth, heads, mlp_dim
         self.channels, self.dim_head = channels, dim_head
-        self.dropout = check_probability("dropout", dropout)
-        self.emb_dropout = check_probability("emb_dropout", emb_dropout)
+        self.dropout = _check_probability("dropout", dropout)
+        self.emb_dropout = _check_probability("emb_dropout", emb_dropout)
         if pool not in ("cls", "mean"):
             raise ValueError(f"`pool` must be 'cls' or 'mean', got {pool!r}.")
         self.pool = pool
-        self.patch_norm = check_bool("patch_norm", patch_norm)
-        self.qkv_bias = check_bool("qkv_bias", qkv_bias)
-        self.layer_norm_eps = check_positive_float("layer_norm_eps", layer_norm_eps)
+        self.patch_norm = _check_bool("patch_norm", patch_norm)
+        self.qkv_bias = _check_bool("qkv_bias", qkv_bias)
+        self.layer_norm_eps = _check_positive_float("layer_norm_eps", layer_norm_eps)
         self.initializer_range = initializer_range
-        self.encoder, self.encoder_kwargs = check_encoder(encoder, encoder_kwargs)
+        self.encoder, self.encoder_kwargs = _check_encoder(encoder, encoder_kwargs)
         if isinstance(masking_ratio, bool) or not isinstance(masking_ratio, Real) or not 0 < masking_ratio < 1:
             raise ValueError(f"`masking_ratio` must be a float in (0, 1), got {masking_ratio!r}.")
         if int(grid_h * grid_w * (1 - masking_ratio)) < 1:
@@ -253,10 +253,10 @@ class VitxConfig(PretrainedConfig):
         self.masking_ratio = float(masking_ratio)
         for name, value in (("decoder_dim", decoder_dim), ("decoder_depth", decoder_depth),
                             ("decoder_heads", decoder_heads), ("decoder_dim_head", decoder_dim_head)):
-            check_positive_int(name, value)
+            _check_positive_int(name, value)
         self.decoder_dim, self.decoder_depth, self.decoder_heads = decoder_dim, decoder_depth, decoder_heads
         self.decoder_dim_head = decoder_dim_head
-        self.norm_pix_loss = check_bool("norm_pix_loss", norm_pix_loss)
+        self.norm_pix_loss = _check_bool("norm_pix_loss", norm_pix_loss)
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
 
@@ -273,7 +273,7 @@ class VitxConfig(PretrainedConfig):
     @property
     def num_patches(self):
         """Patches per image: (image height / patch height) x (image width / patch width)."""
-        grid_h, grid_w = patch_grid(self.image_size, self.patch_size)
+        grid_h, grid_w = _patch_grid(self.image_size, self.patch_size)
         return grid_h * grid_w
 
 
@@ -368,12 +368,12 @@ class CrossVitxConfig(PretrainedConfig):
         initializer_range=0.02,
         **kwargs,
     ):
-        self.image_size = check_size("image_size", image_size)
-        self.sm_patch_size = check_size("sm_patch_size", sm_patch_size)
-        self.lg_patch_size = check_size("lg_patch_size", lg_patch_size)
-        patch_grid(self.image_size, self.sm_patch_size, patch_name="sm_patch_size")
-        patch_grid(self.image_size, self.lg_patch_size, patch_name="lg_patch_size")
-        if any(sm >= lg for sm, lg in zip(to_pair(self.sm_patch_size), to_pair(self.lg_patch_size))):
+        self.image_size = _check_size("image_size", image_size)
+        self.sm_patch_size = _check_size("sm_patch_size", sm_patch_size)
+        self.lg_patch_size = _check_size("lg_patch_size", lg_patch_size)
+        _patch_grid(self.image_size, self.sm_patch_size, patch_name="sm_patch_size")
+        _patch_grid(self.image_size, self.lg_patch_size, patch_name="lg_patch_size")
+        if any(sm >= lg for sm, lg in zip(_to_pair(self.sm_patch_size), _to_pair(self.lg_patch_size))):
             raise ValueError(
                 f"`sm_patch_size` {sm_patch_size!r} must be smaller than `lg_patch_size` {lg_patch_size!r} "
                 f"in both height and width."
@@ -384,11 +384,11 @@ class CrossVitxConfig(PretrainedConfig):
                      lg_enc_dim_head=lg_enc_dim_head, cross_attn_depth=cross_attn_depth,
                      cross_attn_heads=cross_attn_heads, cross_attn_dim_head=cross_attn_dim_head, channels=channels)
         for name, value in sizes.items():
-            setattr(self, name, check_positive_int(name, value))
-        self.dropout = check_probability("dropout", dropout)
-        self.emb_dropout = check_probability("emb_dropout", emb_dropout)
-        self.qkv_bias = check_bool("qkv_bias", qkv_bias)
-        self.layer_norm_eps = check_positive_float("layer_norm_eps", layer_norm_eps)
+            setattr(self, name, _check_positive_int(name, value))
+        self.dropout = _check_probability("dropout", dropout)
+        self.emb_dropout = _check_probability("emb_dropout", emb_dropout)
+        self.qkv_bias = _check_bool("qkv_bias", qkv_bias)
+        self.layer_norm_eps = _check_positive_float("layer_norm_eps", layer_norm_eps)
         self.initializer_range = initializer_range
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
@@ -396,13 +396,13 @@ class CrossVitxConfig(PretrainedConfig):
     @property
     def sm_num_patches(self):
         """Patches per image in the small-patch stream."""
-        grid_h, grid_w = patch_grid(self.image_size, self.sm_patch_size, patch_name="sm_patch_size")
+        grid_h, grid_w = _patch_grid(self.image_size, self.sm_patch_size, patch_name="sm_patch_size")
         return grid_h * grid_w
 
     @property
     def lg_num_patches(self):
         """Patches per image in the large-patch stream."""
-        grid_h, grid_w = patch_grid(self.image_size, self.lg_patch_size, patch_name="lg_patch_size")
+        grid_h, grid_w = _patch_grid(self.image_size, self.lg_patch_size, patch_name="lg_patch_size")
         return grid_h * grid_w
 
 

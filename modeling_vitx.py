@@ -29,12 +29,12 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.utils import ModelOutput
 
 try:  # as Hub remote code, the config file sits beside this one in a package
-    from .configuration_vitx import CrossVitxConfig, VitxConfig, encoder_options, to_pair
+    from .configuration_vitx import CrossVitxConfig, VitxConfig, _encoder_options, _to_pair
 except ImportError:  # installed as top-level modules. Imported by name: transformers 4.x scans remote code for
     # `from X import` lines outside try blocks and would take this fallback for a package the Hub copy needs.
     _configuration = importlib.import_module("configuration_vitx")
-    CrossVitxConfig, VitxConfig, encoder_options, to_pair = (
-        getattr(_configuration, name) for name in ("CrossVitxConfig", "VitxConfig", "encoder_options", "to_pair"))
+    CrossVitxConfig, VitxConfig, _encoder_options, _to_pair = (
+        getattr(_configuration, name) for name in ("CrossVitxConfig", "VitxConfig", "_encoder_options", "_to_pair"))
 
 try:  # transformers >= 4.52: the layer contract its own models follow (checkpointing, every_n_layers)
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -126,7 +126,7 @@ def _patchify(pixel_values, patch_size):
     """(batch, channels, rows * ph, cols * pw) -> (batch, rows * cols, ph * pw * channels): row-major patches, each
     flattened as (patch row, patch column, channel) as in vit-pytorch. No reshape names the batch size, so an
     exported graph keeps it dynamic."""
-    patch_height, patch_width = to_pair(patch_size)
+    patch_height, patch_width = _to_pair(patch_size)
     patches = pixel_values.unflatten(2, (-1, patch_height)).unflatten(4, (-1, patch_width))
     return patches.permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2)
 
@@ -144,7 +144,7 @@ class VitxPatchEmbeddings(nn.Module):
     def __init__(self, config, *, dim, patch_size, patch_norm):
         super().__init__()
         self.patch_size, self.patch_norm = patch_size, patch_norm
-        self.patch_height, self.patch_width = to_pair(patch_size)
+        self.patch_height, self.patch_width = _to_pair(patch_size)
         if patch_norm:
             patch_dim = config.channels * self.patch_height * self.patch_width
             self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
@@ -170,7 +170,7 @@ class VitxEmbeddings(nn.Module):
 
     def __init__(self, config, *, dim, patch_size, patch_norm, use_cls_token):
         super().__init__()
-        self.image_size, self.channels, self.patch_size = to_pair(config.image_size), config.channels, to_pair(patch_size)
+        self.image_size, self.channels, self.patch_size = _to_pair(config.image_size), config.channels, _to_pair(patch_size)
         self.grid = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
         self.patch_embeddings = VitxPatchEmbeddings(config, dim=dim, patch_size=patch_size, patch_norm=patch_norm)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if use_cls_token else None
@@ -489,7 +489,7 @@ class VitxEncoder(VitxEncoderBase):
     @classmethod
     def from_config(cls, config):
         """The encoder ``VitxConfig(encoder="vit")`` describes."""
-        encoder_options("vit", config.encoder_kwargs)
+        _encoder_options("vit", config.encoder_kwargs)
         return cls(config, dim=config.dim, depth=config.depth, heads=config.heads, dim_head=config.dim_head,
                    mlp_dim=config.mlp_dim)
 
@@ -528,7 +528,7 @@ class LandmarkEncoder(VitxEncoder):
     def from_config(cls, config):
         """The landmark encoder a ``VitxConfig(encoder="landmark", encoder_kwargs=...)`` describes."""
         return cls(config, dim=config.dim, depth=config.depth, heads=config.heads, dim_head=config.dim_head,
-                   mlp_dim=config.mlp_dim, **encoder_options("landmark", config.encoder_kwargs))
+                   mlp_dim=config.mlp_dim, **_encoder_options("landmark", config.encoder_kwargs))
 
 
 class _XTransformersEncoder(VitxEncoderBase):
@@ -1077,7 +1077,7 @@ class VitxMAEDecoder(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        patch_height, patch_width = to_pair(config.patch_size)
+        patch_height, patch_width = _to_pair(config.patch_size)
         self.embed = nn.Linear(config.dim, config.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_dim))
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches, config.decoder_dim))
@@ -1122,7 +1122,7 @@ class VitxForPreTraining(VitxPreTrainedModel):
 
     def unpatchify(self, patches):
         """``patchify``'s inverse: (batch, patches, patch pixels) -> images (batch, channels, height, width)."""
-        (rows, cols), (patch_height, patch_width) = self.vitx.embeddings.grid, to_pair(self.config.patch_size)
+        (rows, cols), (patch_height, patch_width) = self.vitx.embeddings.grid, _to_pair(self.config.patch_size)
         images = patches.unflatten(1, (rows, cols)).unflatten(-1, (patch_height, patch_width, -1))
         return images.permute(0, 5, 1, 3, 2, 4).flatten(4, 5).flatten(2, 3)
 

@@ -37,7 +37,7 @@ from transformers.image_utils import PILImageResampling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from configuration_vitx import VitxConfig, to_pair  # noqa: E402
+from configuration_vitx import VitxConfig, _to_pair  # noqa: E402
 from modeling_vitx import VitxForImageClassification, VitxModel  # noqa: E402
 from vitx_common import (default_image_processor, load_image_processor, prefixed, save_folder,  # noqa: E402
                          vitx_layer_weights)
@@ -159,7 +159,7 @@ def convert_hf_vit(model, drop_pooler=False):
             fc2=_params(_submodule(layer, "mlp.fc2", "output.dense"))))
     weights.update(prefixed("encoder.norm", _params(vit.layernorm)))
     config = VitxConfig(
-        image_size=_size(to_pair(source.image_size)), patch_size=_size(to_pair(source.patch_size)),
+        image_size=_size(_to_pair(source.image_size)), patch_size=_size(_to_pair(source.patch_size)),
         dim=source.hidden_size, depth=source.num_hidden_layers, heads=source.num_attention_heads,
         mlp_dim=source.intermediate_size, channels=source.num_channels, dropout=source.hidden_dropout_prob,
         emb_dropout=source.hidden_dropout_prob, dim_head=_hf_qkv(layers[0])[0].out_features // source.num_attention_heads,

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification,
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from configuration_vitx import patch_grid, to_pair  # noqa: E402
+from configuration_vitx import _patch_grid, _to_pair  # noqa: E402
 import modeling_vitx  # noqa: E402,F401  (registers vitx and crossvitx with the Auto classes)
 from vitx_common import load_image_processor  # noqa: E402  (the folder's processor, else the default)
 
@@ -113,14 +113,14 @@ def _streams(config, outputs, size):
     """The model's token streams, each with its per-layer maps, patch grid and CLS flag."""
     if config.model_type == "crossvitx":
         return [(f"small patches ({_size_text(config.sm_patch_size)})", outputs.sm_attentions,
-                 patch_grid(size, config.sm_patch_size), True),
+                 _patch_grid(size, config.sm_patch_size), True),
                 (f"large patches ({_size_text(config.lg_patch_size)})", outputs.lg_attentions,
-                 patch_grid(size, config.lg_patch_size), True)]
-    return [("", outputs.attentions, patch_grid(size, config.patch_size), config.pool == "cls")]
+                 _patch_grid(size, config.lg_patch_size), True)]
+    return [("", outputs.attentions, _patch_grid(size, config.patch_size), config.pool == "cls")]
 
 
 def _size_text(size):
-    return "x".join(str(side) for side in to_pair(size))
+    return "x".join(str(side) for side in _to_pair(size))
 
 
 def attention_maps(model, pixel_values):
@@ -135,7 +135,7 @@ def attention_maps(model, pixel_values):
     try:
         with torch.no_grad():
             outputs = model(pixel_values.to(model.device, model.dtype), output_attentions=True,
-                            interpolate_pos_encoding=size != to_pair(config.image_size), return_dict=True)
+                            interpolate_pos_encoding=size != _to_pair(config.image_size), return_dict=True)
     except ValueError as error:  # the model names an encoder that returns no maps, or x-transformers with flash
         raise ValueError(f"cannot draw attention for {type(model).__name__} (encoder "
                          f"{getattr(config, 'encoder', 'vit')!r}): asking it for attention maps failed: {error}") \

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import AutoImageProcessor, ViTImageProcessor
 
-from configuration_vitx import to_pair
+from configuration_vitx import _to_pair
 
 # image processors
 
@@ -38,7 +38,7 @@ def default_image_processor(image_size, channels=3, image_mean=0.5, image_std=0.
     converted to RGB first, so grayscale and RGBA files work. ``options`` are further ``ViTImageProcessor``
     settings (``resample``, ...).
     """
-    height, width = to_pair(image_size)
+    height, width = _to_pair(image_size)
     return ViTImageProcessor(size={"height": height, "width": width}, do_convert_rgb=channels == 3,
                              image_mean=_per_channel("image_mean", image_mean, channels),
                              image_std=_per_channel("image_std", image_std, channels), **options)

@@ -23,8 +23,8 @@ LANDMARK = dict(encoder="landmark", encoder_kwargs={"num_landmarks": 16, "residu
 XTRANSFORMERS = dict(encoder="x-transformers", encoder_kwargs={"ff_glu": True, "residual_attn": True})
 
 
-def config_for(encoder_options, **overrides):
-    return VitxConfig(**tiny_vit_kwargs(**overrides), **encoder_options)
+def config_for(options, **overrides):
+    return VitxConfig(**tiny_vit_kwargs(**overrides), **options)
 
 
 # the registry
