@@ -6,7 +6,8 @@
 
 Sections:
   vit       ViT-S/16 at 224 (dim 384, depth 12, heads 6, mlp 1536), batch 8: inference and training-step
-            (forward, backward, fused AdamW) images/s for vitx, timm, transformers ViT (sdpa) and vit-pytorch.
+            (forward, backward, fused AdamW) images/s for vitx (SDPA, and `attn_implementation="eager"`), timm,
+            transformers ViT (sdpa) and vit-pytorch.
   highres   the seed's landmark example (dim 512, depth 12, heads 8, patch 32, 256 landmarks) at 2048 and
             4096 pixels (4,096 and 16,384 tokens), batch 1 inference: vitx landmark, vitx full attention,
             timm full attention, vit-pytorch efficient ViT + nystrom-attention. Time, peak memory, growth.
@@ -72,10 +73,12 @@ def vit_contenders(s):
     """Builders of the same ViT in each library: name -> () -> (model, forward returning logits)."""
     dim_head = s["dim"] // s["heads"]
 
-    def vitx():
-        return _with_logits(VitxForImageClassification(VitxConfig(
+    def vitx(attn_implementation="sdpa"):
+        model = VitxForImageClassification(VitxConfig(
             image_size=s["image_size"], patch_size=s["patch_size"], num_classes=s["num_classes"], dim=s["dim"],
-            depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"], dim_head=dim_head)))
+            depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"], dim_head=dim_head))
+        model.set_attn_implementation(attn_implementation)
+        return _with_logits(model)
 
     def hf_vit():
         from transformers import ViTConfig, ViTForImageClassification
@@ -90,8 +93,8 @@ def vit_contenders(s):
                     dim=s["dim"], depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"], dim_head=dim_head)
         return model, model
 
-    return {"vitx": vitx, "timm": lambda: _timm_vit(s, s["image_size"]), "transformers": hf_vit,
-            "vit-pytorch": vit_pytorch}
+    return {"vitx": vitx, "vitx-eager": lambda: vitx("eager"), "timm": lambda: _timm_vit(s, s["image_size"]),
+            "transformers": hf_vit, "vit-pytorch": vit_pytorch}
 
 
 def highres_contenders(s, image_size):
