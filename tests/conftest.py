@@ -62,8 +62,18 @@ def tiny_cross_vit_kwargs(**overrides):
     return kwargs
 
 
+def enable_activation_checkpointing(model, checkpoint_kwargs=None, **options):
+    """Turn on activation checkpointing through the API the installed transformers does not deprecate:
+    5.x's ``activation_checkpointing_enable`` (``options``: e.g. ``every_n_layers``), else 4.x's
+    ``gradient_checkpointing_enable``."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs, **options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs, **options)
+
+
 def assert_checkpointing_keeps_gradients(model, img, labels):
-    """``gradient_checkpointing_enable()`` must leave every parameter's gradient as it was (train mode, no dropout)."""
+    """Activation checkpointing must leave every parameter's gradient as it was (train mode, no dropout)."""
     model.train()
 
     def grads():
@@ -72,7 +82,7 @@ def assert_checkpointing_keeps_gradients(model, img, labels):
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain = grads()
-    model.gradient_checkpointing_enable()
+    enable_activation_checkpointing(model)
     checkpointed = grads()
     assert checkpointed.keys() == plain.keys()
     for name, grad in checkpointed.items():
