@@ -13,6 +13,11 @@ from modeling_vitx import CrossVitxForImageClassification, CrossVitxModel, VitxF
 
 FAMILIES = ("vit", "landmark", "crossvit")
 
+# Overrides giving each family one block per stream (CrossViT: one multi-scale block, one cross-attention round),
+# for tests whose cost grows with every op traced (torch.compile, export) while one block has every kind of op.
+ONE_BLOCK = {"vit": {"depth": 1}, "landmark": {"depth": 1},
+             "crossvit": {"depth": 1, "lg_enc_depth": 1, "cross_attn_depth": 1}}
+
 
 def tiny_config(family, **overrides):
     """The config of ``family``'s tiny model; ``overrides`` replace its values."""
