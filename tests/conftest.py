@@ -63,17 +63,19 @@ def tiny_cross_vit_kwargs(**overrides):
     return kwargs
 
 
-def enable_checkpointing(model, **kwargs):
-    """transformers' current checkpointing switch: ``activation_checkpointing_enable`` (5.x; the older name warns
-    FutureWarning there), else ``gradient_checkpointing_enable`` (4.x)."""
+def enable_activation_checkpointing(model, checkpoint_kwargs=None, **options):
+    """Turn on activation checkpointing through the API the installed transformers does not deprecate:
+    5.x's ``activation_checkpointing_enable`` (``options``: e.g. ``every_n_layers``), else 4.x's
+    ``gradient_checkpointing_enable``."""
     if hasattr(model, "activation_checkpointing_enable"):
-        return model.activation_checkpointing_enable(**kwargs)
-    return model.gradient_checkpointing_enable(**kwargs)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs, **options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs, **options)
 
 
 def assert_checkpointing_keeps_gradients(model, img, labels):
-    """Checkpointing must leave every parameter's gradient as it was (train mode, no dropout), and checkpoint
-    every transformer block."""
+    """Activation checkpointing must leave every parameter's gradient as it was (train mode, no dropout), and
+    checkpoint every transformer block."""
     model.train()
 
     def grads():
@@ -82,7 +84,7 @@ def assert_checkpointing_keeps_gradients(model, img, labels):
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain = grads()
-    enable_checkpointing(model)
+    enable_activation_checkpointing(model)
     assert all(layer.gradient_checkpointing for layer in model.modules() if type(layer).__name__ == "VitxLayer")
     checkpointed = grads()
     assert checkpointed.keys() == plain.keys()

@@ -1,0 +1,59 @@
+"""Encoders handed in as modules: building a model leaves the caller's config alone, and the module is used as it
+is (a ``VitxEncoder`` instance, which ends with its own LayerNorm, gets no second norm in the head)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from families import FAMILIES, model_class, tiny_config, tiny_model, tiny_pixels
+from modeling_vitx import LandmarkEncoder, VitxEncoder, VitxForImageClassification, VitxModel
+from user_encoders import Mixer
+
+
+@pytest.mark.parametrize("head", [True, False], ids=["classifier", "base"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_building_a_model_leaves_the_config_unchanged(family, head):
+    config = tiny_config(family)
+    before = copy.deepcopy(config.to_dict())
+    model_class(family, head)(config)
+    assert config.to_dict() == before
+
+
+ENCODER_MODULES = {
+    "mixer": lambda config: Mixer(dim=config.dim, tokens=config.num_patches + 1),
+    "vitx_encoder": lambda config: VitxEncoder(config),
+}
+
+
+@pytest.mark.parametrize("model_cls", [VitxForImageClassification, VitxModel])
+@pytest.mark.parametrize("module", ENCODER_MODULES)
+def test_an_encoder_module_leaves_the_config_unchanged(module, model_cls, tmp_path):
+    """The model records ``encoder="module"`` in a config of its own, so it saves and loads back; the caller's
+    config still describes a standard ViT, and builds one."""
+    config = tiny_config("vit")
+    before = copy.deepcopy(config.to_dict())
+    model = model_cls(config, encoder=ENCODER_MODULES[module](config)).eval()
+    assert config.to_dict() == before
+    assert model.config.encoder == "module" and config.encoder == "vit"
+    assert isinstance(model_cls(config).get_submodule("vitx.encoder" if model_cls is not VitxModel else "encoder"),
+                      VitxEncoder)
+    model.save_pretrained(tmp_path)
+    loaded = model_cls.from_pretrained(tmp_path, encoder=ENCODER_MODULES[module](config)).eval()
+    pixels = tiny_pixels("vit")
+    torch.testing.assert_close(loaded(pixels)[0], model(pixels)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["vit", "landmark"])
+def test_an_encoder_instance_is_used_as_it_is(family):
+    """A ``VitxEncoder`` instance (final LayerNorm) gives the standard ViT's layout, no ``head_norm``; a
+    ``LandmarkEncoder`` instance (no final norm) the landmark model's, a normalizing head. Same weights, same
+    logits as the model built by name."""
+    by_name = tiny_model(family)
+    encoder = VitxEncoder(tiny_config("vit")) if family == "vit" else LandmarkEncoder.from_config(tiny_config(family))
+    model = VitxForImageClassification(tiny_config("vit"), encoder=encoder).eval()
+    assert isinstance(model.head_norm, nn.Identity if family == "vit" else nn.LayerNorm)
+    model.load_state_dict(by_name.state_dict())  # strict: the same parameters, no more, no fewer
+    pixels = tiny_pixels(family)
+    torch.testing.assert_close(model(pixels).logits, by_name(pixels).logits, rtol=0, atol=0)
