@@ -77,7 +77,9 @@ def _num_items_in_batch(model, kwargs):
 
 
 def _image_classification_loss(logits, labels, config, num_items_in_batch=None):
-    """HF's ``problem_type`` rules: regression, single-label or multi-label classification.
+    """HF's ``problem_type`` rules: regression, single-label or multi-label classification; without a
+    ``config.problem_type``, one label means regression, integer labels single-label (the config is not written:
+    a forward changes nothing, and a compiled training step keeps its first graph).
 
     ``num_items_in_batch`` is the Trainer's count of labels over every micro-batch of an optimizer step (and
     every process): the loss is then the sum over this micro-batch divided by it, so gradient accumulation
@@ -87,18 +89,13 @@ def _image_classification_loss(logits, labels, config, num_items_in_batch=None):
         return None
     labels = labels.to(logits.device)
     num_labels = logits.shape[-1]
-    if config.problem_type is None:
-        if num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            config.problem_type = "single_label_classification"
-        else:
-            config.problem_type = "multi_label_classification"
+    problem_type = config.problem_type or ("regression" if num_labels == 1 else "single_label_classification"
+                                           if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
     reduction = "mean" if num_items_in_batch is None else "sum"
-    if config.problem_type == "regression":
+    if problem_type == "regression":
         loss = F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype), reduction=reduction) \
             if num_labels == 1 else F.mse_loss(logits, labels.to(logits.dtype), reduction=reduction)
-    elif config.problem_type == "single_label_classification":
+    elif problem_type == "single_label_classification":
         labels = labels.view(-1)
         _check_class_ids(labels, num_labels)
         loss = F.cross_entropy(logits.view(-1, num_labels), labels, reduction=reduction)

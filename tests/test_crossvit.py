@@ -147,7 +147,6 @@ def test_classifier_sums_the_two_heads_and_return_dict_false():
     expected = model.sm_classifier(base.sm_pooler_output) + model.lg_classifier(base.lg_pooler_output)
     torch.testing.assert_close(out.logits, expected)
     torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(expected, labels))
-    assert model.config.problem_type == "single_label_classification"
     assert out.hidden_states is out.sm_hidden_states and out.attentions is out.sm_attentions  # generic fields
     assert len(out.sm_hidden_states) == 5 and len(out.lg_cross_attentions) == 4
     as_tuple = model(img, labels=labels, output_attentions=True, return_dict=False)
@@ -172,7 +171,6 @@ def test_regression_and_multi_label_losses():
     targets = torch.randint(0, 2, (4, 10)).float()
     out = multi(img, labels=targets)
     torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, targets))
-    assert multi.config.problem_type == "multi_label_classification"
 
 
 def test_sdpa_by_default_eager_for_maps(monkeypatch):

@@ -23,7 +23,7 @@ def test_building_a_model_leaves_the_config_unchanged(family, head):
 
 ENCODER_MODULES = {
     "mixer": lambda config: Mixer(dim=config.dim, tokens=config.num_patches + 1),
-    "vitx_encoder": lambda config: VitxEncoder(config),
+    "vitx_encoder": lambda config: VitxEncoder.from_config(config),
 }
 
 
@@ -51,7 +51,7 @@ def test_an_encoder_instance_is_used_as_it_is(family):
     ``LandmarkEncoder`` instance (no final norm) the landmark model's, a normalizing head. Same weights, same
     logits as the model built by name."""
     by_name = tiny_model(family)
-    encoder = VitxEncoder(tiny_config("vit")) if family == "vit" else LandmarkEncoder.from_config(tiny_config(family))
+    encoder = VitxEncoder.from_config(tiny_config("vit")) if family == "vit" else LandmarkEncoder.from_config(tiny_config(family))
     model = VitxForImageClassification(tiny_config("vit"), encoder=encoder).eval()
     assert isinstance(model.head_norm, nn.Identity if family == "vit" else nn.LayerNorm)
     model.load_state_dict(by_name.state_dict())  # strict: the same parameters, no more, no fewer
