@@ -90,8 +90,8 @@ def parameters(model):
 def one_batch_sgd_step(model, samples, smoothing):
     """The reference: one plain SGD step on all the samples as one batch, by hand.
 
-    Returns the batch's loss and the weights after the step. Label smoothing as the Trainer's (PyTorch's
-    ``label_smoothing``: the same mixture of the class's and the mean negative log-likelihood)."""
+    Returns the batch's loss and the weights after the step. Label smoothing as the Trainer's, which is
+    PyTorch's ``label_smoothing``: (1 - e) x the class's negative log-likelihood + e x their mean over classes."""
     model.train()
     batch = collate(samples)
     if smoothing:
