@@ -43,6 +43,12 @@ def run_isolated(code, tmp_path, timeout=240, hide_project=True):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# scripts/train.py's model and run small enough for a unit test: 20x20 inputs in 4x4 patches, one block.
+TINY = ["--image_size", "20", "--patch_size", "4", "--dim", "64", "--depth", "1", "--heads", "2", "--dim_head", "16",
+        "--mlp_dim", "128", "--per_device_train_batch_size", "32", "--learning_rate", "1e-2", "--warmup_steps", "0",
+        "--disable_tqdm", "true"]
+
+
 def tiny_vit_kwargs(**overrides):
     """A ViT small enough for a unit test: 32x32 images in 4x4 patches (64 tokens)."""
     kwargs = dict(image_size=32, patch_size=4, num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, dim_head=8)
@@ -122,6 +128,24 @@ def assert_runs_in_pipeline(folder, reference):
         probabilities = reference(pixel_values).softmax(dim=-1)[0]
     assert top["label"] == classify.model.config.id2label[int(probabilities.argmax())]
     assert top["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
+
+
+@pytest.fixture(scope="session")
+def torchrun_launch(tmp_path_factory):
+    """tests/distributed_run.py under ``torchrun --nproc_per_node 2`` (gloo on CPU, one thread per process), once
+    for every test that needs several processes; it runs scripts/train.py too, into ``OUT/train``.
+
+    Returns ``(OUT, rank 0's results, stdout)``."""
+    out = tmp_path_factory.mktemp("torchrun")
+    (out / "train_args.json").write_text(json.dumps([
+        *TINY, "--output_dir", str(out / "train"), "--max_steps", "4", "--max_eval_samples", "64",
+        "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "--ddp_backend", "gloo"]))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(PROJECT_ROOT / "tests" / "distributed_run.py"), str(out)],
+        cwd=PROJECT_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out, torch.load(out / "results.pt", weights_only=True), result.stdout
 
 
 @pytest.fixture(autouse=True)

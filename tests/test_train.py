@@ -21,17 +21,13 @@ from sklearn.datasets import load_digits
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import train
-from conftest import run_isolated
+from conftest import TINY, run_isolated
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(REPO / "scripts" / "train.py")
 SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per subprocess: test machines have few cores
 CODE_FILES = {"configuration_vitx.py", "modeling_vitx.py"}
 MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"} | CODE_FILES
-# A model and run small enough for a unit test: 20x20 inputs in 4x4 patches, one block.
-TINY = ["--image_size", "20", "--patch_size", "4", "--dim", "64", "--depth", "1", "--heads", "2", "--dim_head", "16",
-        "--mlp_dim", "128", "--per_device_train_batch_size", "32", "--learning_rate", "1e-2", "--warmup_steps", "0",
-        "--disable_tqdm", "true"]
 
 
 def run_script(*args, timeout=300):
@@ -233,15 +229,10 @@ def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
         assert torch.equal(weights[name], expected[name]), name
 
 
-def test_torchrun_two_processes_write_one_loadable_model(tmp_path):
-    folder = tmp_path / "ddp"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", SCRIPT, *TINY,
-         "--output_dir", str(folder), "--max_steps", "4", "--max_eval_samples", "64", "--eval_strategy", "no",
-         "--save_strategy", "no", "--use_cpu", "--ddp_backend", "gloo"],
-        cwd=REPO, env=SINGLE_THREAD, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    summaries = [line for line in result.stdout.splitlines() if line.startswith("vitx:")]
+def test_torchrun_two_processes_write_one_loadable_model(torchrun_launch):
+    out, _, stdout = torchrun_launch  # the launch ran the script on two processes with gloo, into OUT/train
+    folder = out / "train"
+    summaries = [line for line in stdout.splitlines() if line.startswith("vitx:")]
     assert len(summaries) == 1 and "on 2 process(es)" in summaries[0]
     assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
     assert MODEL_FILES <= {path.name for path in folder.iterdir()}
