@@ -15,6 +15,7 @@ is the classic ViT of HF transformers and timm.
 
 import copy
 import importlib
+import inspect
 from dataclasses import dataclass
 from functools import partial, wraps
 from typing import Optional
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from transformers import (AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoModelForPreTraining,
-                          PreTrainedModel, ViTImageProcessor)
+                          PretrainedConfig, PreTrainedModel, ViTImageProcessor)
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -800,9 +801,14 @@ class VitxPreTrainedModel(PreTrainedModel):
                        "AutoModelForPreTraining": "modeling_vitx.VitxForPreTraining"}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """``PreTrainedModel.save_pretrained``, with ``auto_map`` naming the base model and the classifier."""
+        """``PreTrainedModel.save_pretrained``, with ``auto_map`` naming every Auto class of the family. FSDP2
+        gives a sharded model a subclass of its own, defined in torch: the folder gets vitx's code all the same."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.remote_auto_map}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        wrapper_class, self.__class__ = type(self), next(c for c in type(self).__mro__ if c.__module__ == __name__)
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.__class__ = wrapper_class
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, encoder=None, **kwargs):
@@ -822,12 +828,24 @@ class VitxPreTrainedModel(PreTrainedModel):
         fixed = super()._fix_state_dict_key_on_load(key)
         return key if isinstance(fixed, str) else fixed
 
+    @property
+    def accepts_loss_kwargs(self):
+        """Whether the Trainer hands the loss ``num_items_in_batch`` and leaves accumulation scaling to it. Yes
+        where its label smoother takes the count too (transformers 5). transformers 4.x's Trainer neither scales
+        a label-smoothed loss nor passes it the count when a model takes loss kwargs (two accumulation steps made
+        twice the step), so there it keeps its own averaging, exact for micro-batches of as many labels."""
+        from transformers.trainer_pt_utils import LabelSmoother
+
+        return "num_items_in_batch" in inspect.signature(LabelSmoother.__call__).parameters
+
     def set_attn_implementation(self, attn_implementation):
         """Switch every attention of the model between ``"sdpa"`` (``F.scaled_dot_product_attention``, the
         default) and ``"eager"`` (the explicit softmax), as loading with ``attn_implementation=`` does."""
         if attn_implementation not in ("eager", "sdpa"):
             raise ValueError(f"`attn_implementation` must be 'eager' or 'sdpa', got {attn_implementation!r}.")
-        self.config._attn_implementation = attn_implementation
+        configs = (getattr(module, "config", None) for module in self.modules())
+        for config in {id(c): c for c in configs if isinstance(c, PretrainedConfig)}.values():
+            config._attn_implementation = attn_implementation  # an encoder module may hold a config of its own
 
     def enable_input_require_grads(self):
         """Make every patch embedding's output require gradients (both of CrossViT's streams), so that adapters
@@ -901,6 +919,8 @@ class VitxModel(VitxPreTrainedModel):
         self.embeddings = VitxEmbeddings(config, dim=config.dim, patch_size=config.patch_size,
                                          patch_norm=config.patch_norm, use_cls_token=config.pool == "cls")
         self.encoder = _build_encoder(config, encoder)
+        if encoder is not None:  # built with a config of its own, it follows this model's attention implementation
+            self.set_attn_implementation(self.config._attn_implementation)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -973,8 +993,6 @@ class VitxForImageClassification(VitxPreTrainedModel):
     vit-pytorch's efficient ViT); the standard encoder keeps vit-pytorch ViT's layout.
     """
 
-    accepts_loss_kwargs = True  # the Trainer passes `num_items_in_batch` and leaves the scaling to the loss
-
     def __init__(self, config, encoder=None):
         config, encoder = _config_for_encoder(config, encoder)
         super().__init__(config)
@@ -1017,8 +1035,6 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
     Returns ``CrossVitxImageClassifierOutput`` (an ``ImageClassifierOutput``; loss with ``labels``,
     following HF's ``problem_type`` rules).
     """
-
-    accepts_loss_kwargs = True
 
     def __init__(self, config):
         super().__init__(config)

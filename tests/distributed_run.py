@@ -58,12 +58,15 @@ def build_model(head):
     return model_class(config())
 
 
-def make_samples(head, count=NUM_SAMPLES, seed=1, ignore_one=True):
+def make_samples(head, count=NUM_SAMPLES, seed=1, ignore_one=None):
     """``count`` samples as the Trainer's default collator takes them: dicts of ``pixel_values`` and ``labels``.
 
     With ``ignore_one``, one class id is -100 (ignored), so micro-batches and processes hold different numbers
-    of labels: the loss must then be the sum over all of them divided by their count, not a mean of means.
+    of labels: the loss must then be the sum over all of them divided by their count, not a mean of means. By
+    default where the Trainer hands the model that count (transformers 5); 4.x's Trainer averages per micro-batch.
     """
+    if ignore_one is None:
+        ignore_one = build_model("vit").accepts_loss_kwargs
     generator = torch.Generator().manual_seed(seed)
     pixel_values = torch.randn(count, 3, 32, 32, generator=generator)
     if head == "vit-multi-label":

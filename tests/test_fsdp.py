@@ -43,9 +43,6 @@ def test_two_sharded_processes_train_as_one(head, torchrun_launch):
     assert fsdp["checkpoint_reloads"]  # every process's shards, through torch.distributed.checkpoint
 
 
-@pytest.mark.xfail(strict=True, reason="save_pretrained on an FSDP2-sharded model copies the file of FSDP2's "
-                   "class (torch's _fsdp_*.py) instead of modeling_vitx.py and names it in auto_map: a model "
-                   "change, reported to the lead")
 def test_sharded_model_saves_a_remote_code_folder(torchrun_launch):
     _, results, _ = torchrun_launch
     for head in FAMILIES:

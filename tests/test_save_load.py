@@ -27,6 +27,7 @@ def test_folder_layout_and_exact_round_trip(tmp_path):
         "AutoConfig": "configuration_vitx.VitxConfig",
         "AutoModel": "modeling_vitx.VitxModel",
         "AutoModelForImageClassification": "modeling_vitx.VitxForImageClassification",
+        "AutoModelForPreTraining": "modeling_vitx.VitxForPreTraining",
     }
     assert config["id2label"]["3"] == "digit 3"
     stored = load_file(folder / "model.safetensors")

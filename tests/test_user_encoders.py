@@ -12,13 +12,18 @@ from modeling_vitx import LandmarkEncoder, VitxEncoder, VitxForImageClassificati
 from user_encoders import Mixer
 
 
+def described(config):
+    """What a config says, less the flag transformers 4.x's model init writes into every config it is given."""
+    return {key: value for key, value in config.to_dict().items() if key != "_attn_implementation_autoset"}
+
+
 @pytest.mark.parametrize("head", [True, False], ids=["classifier", "base"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_building_a_model_leaves_the_config_unchanged(family, head):
     config = tiny_config(family)
-    before = copy.deepcopy(config.to_dict())
+    before = copy.deepcopy(described(config))
     model_class(family, head)(config)
-    assert config.to_dict() == before
+    assert described(config) == before
 
 
 ENCODER_MODULES = {
@@ -33,9 +38,9 @@ def test_an_encoder_module_leaves_the_config_unchanged(module, model_cls, tmp_pa
     """The model records ``encoder="module"`` in a config of its own, so it saves and loads back; the caller's
     config still describes a standard ViT, and builds one."""
     config = tiny_config("vit")
-    before = copy.deepcopy(config.to_dict())
+    before = copy.deepcopy(described(config))
     model = model_cls(config, encoder=ENCODER_MODULES[module](config)).eval()
-    assert config.to_dict() == before
+    assert described(config) == before
     assert model.config.encoder == "module" and config.encoder == "vit"
     assert isinstance(model_cls(config).get_submodule("vitx.encoder" if model_cls is not VitxModel else "encoder"),
                       VitxEncoder)
