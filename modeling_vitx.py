@@ -1,7 +1,7 @@
 """vitx: Vision Transformers as Hugging Face models.
 
 Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoders, pretrained base, models,
-heads, registration. The data path: ``pixel_values`` -> embeddings (patches, CLS token, positions) -> an
+heads, pretraining (the masked autoencoder), registration. The data path: ``pixel_values`` -> embeddings (patches, CLS token, positions) -> an
 encoder (any module that keeps the encoder contract of ``VitxEncoderBase``) -> the pooled token -> a head.
 
 One attention module serves every family: ``F.scaled_dot_product_attention``, or the explicit softmax when
@@ -340,7 +340,7 @@ class VitxLandmarkAttention(VitxAttention):
             out = F.scaled_dot_product_attention(q, k_landmarks, landmark_values.to(q.dtype), scale=self.scale)
             attn = None
         if self.res_conv is not None:  # zero padding at the front is the convolution's own zero border.
-            # Depthwise convolutions run ~2.5x faster on CPU in channels-last layout, copy included.
+            # Depthwise convolutions are faster on CPU in channels-last layout, copy included (README, Performance).
             out = out + self.res_conv(v.contiguous(memory_format=torch.channels_last))
         return out, (attn if output_attentions else None)
 
