@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent.parent / "scripts")]
 
-from conftest import tiny_cross_vit_kwargs, tiny_vit_kwargs  # noqa: E402
 from configuration_vitx import CrossVitxConfig, VitxConfig  # noqa: E402
+from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs  # noqa: E402
 from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification  # noqa: E402
 
 LEARNING_RATE = 0.5  # large, so a wrongly scaled step stands far outside float tolerance

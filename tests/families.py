@@ -7,7 +7,7 @@ no dropout, so train and eval mode compute the same function).
 
 import torch
 
-from conftest import tiny_cross_vit_kwargs, tiny_vit_kwargs
+from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs
 from configuration_vitx import CrossVitxConfig, VitxConfig
 from modeling_vitx import CrossVitxForImageClassification, CrossVitxModel, VitxForImageClassification, VitxModel
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from conftest import enable_activation_checkpointing
+from helpers import enable_activation_checkpointing
 from families import FAMILIES, tiny_model, tiny_pixels
 from modeling_vitx import GradientCheckpointingLayer, VitxLayer
 

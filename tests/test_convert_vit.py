@@ -15,7 +15,7 @@ from transformers import (AutoImageProcessor, DeiTConfig, Trainer, TrainingArgum
                           ViTForImageClassification, ViTImageProcessor, ViTModel)
 
 import convert_vit
-from conftest import assert_runs_in_pipeline, run_isolated
+from helpers import assert_runs_in_pipeline, run_isolated
 from modeling_vitx import VitxForImageClassification, VitxModel
 
 TIMM_NAME = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # its pretrained tag sets ImageNet-1k labels, mean/std 0.5

@@ -13,7 +13,7 @@ from vit_pytorch.recorder import Recorder
 from vit_pytorch.vit import ViT
 
 import convert_vit_pytorch
-from conftest import assert_runs_in_pipeline, convert_with_script, tiny_vit_kwargs
+from helpers import assert_runs_in_pipeline, convert_with_script, tiny_vit_kwargs
 from modeling_vitx import VitxForImageClassification
 
 

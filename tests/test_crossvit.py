@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from vit_pytorch.cross_vit import CrossViT
 
-from conftest import assert_checkpointing_keeps_gradients, run_isolated, tiny_cross_vit_kwargs
+from helpers import assert_checkpointing_keeps_gradients, run_isolated, tiny_cross_vit_kwargs
 from configuration_vitx import CrossVitxConfig
 from modeling_vitx import CrossVitxForImageClassification, CrossVitxModel, CrossVitxModelOutput
 from transformers import (AutoConfig, AutoModel, AutoModelForImageClassification, Trainer, TrainingArguments)

@@ -7,7 +7,7 @@ from vit_pytorch.cross_vit import CrossViT
 from vit_pytorch.extractor import Extractor
 
 import convert_vit_pytorch
-from conftest import assert_runs_in_pipeline, convert_with_script, tiny_cross_vit_kwargs
+from helpers import assert_runs_in_pipeline, convert_with_script, tiny_cross_vit_kwargs
 from modeling_vitx import CrossVitxForImageClassification
 
 

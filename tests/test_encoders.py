@@ -12,7 +12,7 @@ from transformers import Trainer, TrainingArguments
 from vit_pytorch.efficient import ViT as EfficientViT
 
 import convert_vit_pytorch
-from conftest import (assert_checkpointing_keeps_gradients, assert_runs_in_pipeline, convert_with_script, run_isolated,
+from helpers import (assert_checkpointing_keeps_gradients, assert_runs_in_pipeline, convert_with_script, run_isolated,
                       tiny_vit_kwargs)
 from user_encoders import Mixer
 from configuration_vitx import VitxConfig

@@ -5,7 +5,7 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from conftest import enable_activation_checkpointing
+from helpers import enable_activation_checkpointing
 from families import FAMILIES, model_class, tiny_config, tiny_model, tiny_pixels
 
 LABELS = torch.tensor([1, 7])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForPreTraining, Trainer, TrainingArguments
 
-from conftest import tiny_cross_vit_kwargs, tiny_vit_kwargs
+from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs
 from configuration_vitx import CrossVitxConfig, VitxConfig
 from modeling_vitx import VitxForImageClassification, VitxForPreTraining, VitxModel
 

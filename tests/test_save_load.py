@@ -5,7 +5,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_isolated, tiny_vit_kwargs
+from helpers import run_isolated, tiny_vit_kwargs
 from configuration_vitx import VitxConfig
 from modeling_vitx import VitxForImageClassification, VitxModel
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification

@@ -8,7 +8,7 @@ from torch import nn
 from transformers import DeiTImageProcessor, ViTImageProcessor
 
 import visualize_attention as va
-from conftest import tiny_cross_vit_kwargs, tiny_vit_kwargs
+from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs
 from configuration_vitx import CrossVitxConfig, VitxConfig
 from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification, VitxModel
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from conftest import assert_checkpointing_keeps_gradients, tiny_vit_kwargs
+from helpers import assert_checkpointing_keeps_gradients, tiny_vit_kwargs
 from configuration_vitx import VitxConfig
 from modeling_vitx import VitxForImageClassification, VitxModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput

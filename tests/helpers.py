@@ -1,0 +1,137 @@
+"""Test helpers: tiny model sizes, a fresh process that cannot see the project, activation checkpointing through
+the API the installed transformers keeps, and the checks every converter's output folder must pass.
+
+Fixtures live in ``conftest.py``; the table of model families every shared test runs on in ``families.py``;
+the reference implementations' tiny models in ``references.py``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TESTS = PROJECT_ROOT / "tests"
+
+# Runs first in the fresh process: makes the project's modules unimportable, so a
+# model can only come from the saved folder as Hub remote code.
+_HIDE_PROJECT = textwrap.dedent("""
+    import sys, importlib.abc
+    class _HideProject(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_vitx", "configuration_vitx"):
+                raise ImportError(f"{name} must not be importable in this process")
+    sys.meta_path.insert(0, _HideProject())
+""")
+
+
+def run_isolated(code, tmp_path, timeout=240, hide_project=True):
+    """Run ``code`` in a fresh Python process whose cwd, PYTHONPATH and imports cannot see the project
+    (with ``hide_project=False``, a fresh process that imports it, e.g. to measure its peak memory).
+
+    Starting one costs ~10 s here (importing torch and transformers): batch every check that needs a fresh
+    process into one call. Returns what the code printed as JSON on its last line.
+    """
+    workdir = tmp_path / "isolated"
+    workdir.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if not hide_project:
+        env["PYTHONPATH"] = str(PROJECT_ROOT)
+    prelude = _HIDE_PROJECT if hide_project else ""
+    result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# scripts/train.py's model and run small enough for a unit test: 20x20 inputs in 4x4 patches, one block.
+TINY = ["--image_size", "20", "--patch_size", "4", "--dim", "64", "--depth", "1", "--heads", "2", "--dim_head", "16",
+        "--mlp_dim", "128", "--per_device_train_batch_size", "32", "--learning_rate", "1e-2", "--warmup_steps", "0",
+        "--disable_tqdm", "true"]
+
+
+def tiny_vit_kwargs(**overrides):
+    """A ViT small enough for a unit test: 32x32 images in 4x4 patches (64 tokens)."""
+    kwargs = dict(image_size=32, patch_size=4, num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, dim_head=8)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def tiny_cross_vit_kwargs(**overrides):
+    """A CrossViT small enough for a unit test: 32x32 images, 4x4 patches (64 tokens) and 8x8 patches (16 tokens).
+
+    The streams' widths differ, so cross-attention needs its in/out projections.
+    """
+    kwargs = dict(image_size=32, num_classes=10, depth=2, sm_dim=16, sm_patch_size=4, sm_enc_depth=1, sm_enc_heads=2,
+                  sm_enc_mlp_dim=32, sm_enc_dim_head=8, lg_dim=24, lg_patch_size=8, lg_enc_depth=2, lg_enc_heads=3,
+                  lg_enc_mlp_dim=32, lg_enc_dim_head=8, cross_attn_depth=2, cross_attn_heads=2, cross_attn_dim_head=8)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def enable_activation_checkpointing(model, checkpoint_kwargs=None, **options):
+    """Turn on activation checkpointing through the API the installed transformers does not deprecate:
+    5.x's ``activation_checkpointing_enable`` (``options``: e.g. ``every_n_layers``), else 4.x's
+    ``gradient_checkpointing_enable``."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs, **options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs, **options)
+
+
+def assert_checkpointing_keeps_gradients(model, img, labels):
+    """Activation checkpointing must leave every parameter's gradient as it was (train mode, no dropout), and
+    checkpoint every transformer block."""
+    model.train()
+
+    def grads():
+        model.zero_grad()
+        model(img, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain = grads()
+    enable_activation_checkpointing(model)
+    assert all(layer.gradient_checkpointing for layer in model.modules() if type(layer).__name__ == "VitxLayer")
+    checkpointed = grads()
+    assert checkpointed.keys() == plain.keys()
+    for name, grad in checkpointed.items():
+        torch.testing.assert_close(grad, plain[name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def convert_with_script(tmp_path, model_name, reference, kwargs, *flags):
+    """Run the converter's command line (with any extra ``flags``) on ``reference``'s saved state dict and kwargs;
+    returns the output folder."""
+    import convert_vit_pytorch
+
+    (tmp_path / "kwargs.json").write_text(json.dumps(kwargs))
+    torch.save(reference.state_dict(), tmp_path / "checkpoint.pt")
+    convert_vit_pytorch.main(["--model", model_name, "--kwargs", str(tmp_path / "kwargs.json"),
+                              "--checkpoint", str(tmp_path / "checkpoint.pt"), "--output", str(tmp_path / "out"),
+                              *flags])
+    assert {"model.safetensors", "modeling_vitx.py", "preprocessor_config.json"} <= set(os.listdir(tmp_path / "out"))
+    return tmp_path / "out"
+
+
+def assert_runs_in_pipeline(folder, reference):
+    """``pipeline("image-classification", model=folder)``, in this process, labels a 40x48 RGB photo as
+    ``reference`` (the converted model's source: a callable returning logits) does on the pixel values of the
+    folder's own image processor: the same top label, with its softmax probability as the score."""
+    import modeling_vitx  # noqa: F401  (registers vitx with the Auto classes the pipeline reads)
+    from PIL import Image
+    from transformers import AutoImageProcessor, pipeline
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    classify = pipeline("image-classification", model=str(folder))
+    top = classify(image, top_k=1)[0]
+    pixel_values = AutoImageProcessor.from_pretrained(folder)(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        probabilities = reference(pixel_values).softmax(dim=-1)[0]
+    assert top["label"] == classify.model.config.id2label[int(probabilities.argmax())]
+    assert top["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
