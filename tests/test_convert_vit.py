@@ -1,4 +1,6 @@
-"""transformers ViT and timm VisionTransformer -> vitx: numeric parity, the converter script, refusals, fine-tuning."""
+"""scripts/convert_vit.py: transformers ViT and timm VisionTransformer folders and checkpoints -> vitx folders
+(model, config, image processor, remote code) that load, run in the pipeline and fine-tune; what it refuses.
+Numeric parity on the same weights: test_parity_transformers.py and test_parity_timm.py."""
 
 import json
 import re
@@ -10,103 +12,19 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from timm.layers import SwiGLU
 from timm.models.deit import VisionTransformerDistilled
-from timm.models.vision_transformer import VisionTransformer
 from transformers import (AutoImageProcessor, DeiTConfig, Trainer, TrainingArguments, ViTConfig,
                           ViTForImageClassification, ViTImageProcessor, ViTModel)
 
 import convert_vit
 from helpers import assert_runs_in_pipeline, run_isolated
-from modeling_vitx import VitxForImageClassification, VitxModel
+from modeling_vitx import VitxForImageClassification
+from references import hf_vit, randomized, timm_vit
 
 TIMM_NAME = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # its pretrained tag sets ImageNet-1k labels, mean/std 0.5
 
 
 def assert_close(actual, expected):
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
-
-
-def randomized(model):
-    """Noise on every parameter, so LayerNorm scales, biases and the CLS token are not their initial constants."""
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model.eval()
-
-
-def hf_vit(model_class=ViTForImageClassification, **overrides):
-    kwargs = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=64, num_labels=10, attn_implementation="eager")
-    kwargs.update(overrides)
-    return randomized(model_class(ViTConfig(**kwargs)))
-
-
-def timm_vit(**overrides):
-    kwargs = dict(img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_classes=10)
-    kwargs.update(overrides)
-    return randomized(VisionTransformer(**kwargs))
-
-
-def timm_trace(model, img):
-    """Logits, the blocks' input and outputs, and each block's post-softmax attention map."""
-    hidden_states, attentions = [], []
-    handles = [model.blocks[0].register_forward_pre_hook(lambda module, args: hidden_states.append(args[0]))]
-    for block in model.blocks:
-        block.attn.fused_attn = False  # the explicit path, whose softmaxed map is what attn_drop receives
-        handles.append(block.register_forward_hook(lambda module, args, out: hidden_states.append(out)))
-        handles.append(block.attn.attn_drop.register_forward_hook(lambda module, args, out: attentions.append(out)))
-    logits = model(img)
-    for handle in handles:
-        handle.remove()
-    return logits, hidden_states, attentions
-
-
-@pytest.mark.parametrize("overrides", [
-    dict(),
-    dict(image_size=(32, 48), patch_size=(4, 8), hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
-         intermediate_size=96, qkv_bias=False, layer_norm_eps=1e-6, num_labels=5),
-    dict(image_size=40, patch_size=8, hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
-], ids=["square", "rectangular-no-qkv-bias", "one-layer"])
-def test_hf_parity_logits_hidden_states_attentions(overrides):
-    reference = hf_vit(**overrides)
-    model = convert_vit.convert_hf_vit(reference)
-    assert isinstance(model, VitxForImageClassification) and model.config.patch_norm is False
-    height, width = reference.config.image_size if isinstance(reference.config.image_size, (list, tuple)) \
-        else (reference.config.image_size,) * 2
-    img = torch.randn(2, 3, height, width)
-    with torch.no_grad():
-        ref = reference(img, output_hidden_states=True, output_attentions=True)
-        out = model(img, output_hidden_states=True, output_attentions=True)
-        assert_close(out.logits, ref.logits)
-        assert_close(model(img).logits, ref.logits)  # the SDPA path
-        assert len(out.hidden_states) == len(ref.hidden_states) == reference.config.num_hidden_layers + 1
-        for ours, theirs in zip(out.hidden_states + out.attentions, ref.hidden_states + ref.attentions):
-            assert_close(ours, theirs)
-        assert_close(model.vitx(img).last_hidden_state, reference.vit(img).last_hidden_state)
-
-
-def test_hf_parity_at_another_resolution():
-    reference = hf_vit()
-    model = convert_vit.convert_hf_vit(reference)
-    img = torch.randn(2, 3, 48, 48)
-    with torch.no_grad():
-        assert_close(model(img, interpolate_pos_encoding=True).logits,
-                     reference(img, interpolate_pos_encoding=True).logits)
-
-
-def test_hf_base_model_and_its_pooler():
-    with_pooler = hf_vit(ViTModel)
-    with pytest.raises(ValueError, match="a pooler \\(dense \\+ tanh"):
-        convert_vit.convert_hf_vit(with_pooler)
-    model = convert_vit.convert_hf_vit(with_pooler, drop_pooler=True)
-    assert type(model) is VitxModel
-    img = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        ref = with_pooler(img, output_hidden_states=True)
-        out = model(img, output_hidden_states=True)
-    assert_close(out.last_hidden_state, ref.last_hidden_state)
-    assert_close(out.pooler_output, ref.last_hidden_state[:, 0])
-    for ours, theirs in zip(out.hidden_states, ref.hidden_states):
-        assert_close(ours, theirs)
 
 
 # transformers 4 names, which checkpoints on the Hub (google/vit-base-patch16-224) still carry
@@ -172,30 +90,6 @@ def test_converted_folder_loads_as_remote_code(tmp_path):
         assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), reference(img).logits)
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(),
-    dict(img_size=(32, 48), patch_size=(4, 8), embed_dim=48, depth=3, num_heads=3, mlp_ratio=2.0, qkv_bias=False,
-         no_embed_class=True, num_classes=5),
-    dict(class_token=False, global_pool="avg", fc_norm=False, num_heads=2, num_classes=7),
-], ids=["square", "rectangular-no-qkv-bias-no-embed-class", "no-class-token-mean-pool"])
-def test_timm_parity_logits_hidden_states_attentions(overrides):
-    reference = timm_vit(**overrides)
-    model = convert_vit.convert_timm_vit(reference)
-    assert model.config.pool == ("mean" if reference.cls_token is None else "cls")
-    assert model.config.layer_norm_eps == 1e-6
-    img = torch.randn(2, 3, *reference.patch_embed.img_size)
-    with torch.no_grad():
-        ref_logits, ref_hidden, ref_attentions = timm_trace(reference, img)
-        out = model(img, output_hidden_states=True, output_attentions=True)
-        assert_close(out.logits, ref_logits)
-        assert_close(model(img).logits, ref_logits)
-        assert len(out.hidden_states) == len(ref_hidden) == len(reference.blocks) + 1
-        assert len(out.attentions) == len(ref_attentions) == len(reference.blocks)
-        for ours, theirs in zip(out.hidden_states + out.attentions, ref_hidden + ref_attentions):
-            assert_close(ours, theirs)
-        assert_close(model.vitx(img).last_hidden_state, reference.forward_features(img))
-
-
 @pytest.mark.parametrize("suffix", ["safetensors", "pth"])
 def test_timm_script_from_state_dict(tmp_path, suffix):
     import timm
@@ -218,15 +112,6 @@ def test_timm_script_from_state_dict(tmp_path, suffix):
     with torch.no_grad():
         assert_close(model(img).logits, reference(img))
     assert_runs_in_pipeline(tmp_path / "out", reference)
-
-
-def test_timm_headless_checkpoint_converts_to_base_model(tmp_path):
-    reference = timm_vit(num_classes=0)
-    model = convert_vit.convert_timm_vit(reference)
-    assert type(model) is VitxModel
-    img = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert_close(model(img).pooler_output, reference(img))
 
 
 @pytest.mark.parametrize("build, feature", [

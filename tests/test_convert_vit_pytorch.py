@@ -1,4 +1,6 @@
-"""vit-pytorch ViT -> vitx: the converter script and numeric parity on the same weights."""
+"""scripts/convert_vit_pytorch.py: vit-pytorch ViT, CrossViT and efficient-ViT-with-Nystromformer checkpoints ->
+vitx folders that load with the converted settings, compute the reference's logits and run in the pipeline;
+the processor it writes; the inputs it refuses. Numeric parity on the same weights: test_parity_vit_pytorch.py."""
 
 import json
 
@@ -8,43 +10,16 @@ import torch
 from PIL import Image
 from torchvision import transforms
 from transformers import AutoImageProcessor
-from vit_pytorch.extractor import Extractor
-from vit_pytorch.recorder import Recorder
+from vit_pytorch.cross_vit import CrossViT
 from vit_pytorch.vit import ViT
 
 import convert_vit_pytorch
-from helpers import assert_runs_in_pipeline, convert_with_script, tiny_vit_kwargs
-from modeling_vitx import VitxForImageClassification
+from helpers import assert_runs_in_pipeline, convert_with_script, tiny_cross_vit_kwargs, tiny_vit_kwargs
+from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification
+from references import landmark_pair
 
 
-@pytest.mark.parametrize("pool", ["cls", "mean"])
-def test_vit_parity_logits_attentions_embeddings(pool):
-    kwargs = tiny_vit_kwargs(pool=pool, image_size=(32, 48), patch_size=(4, 8))
-    reference = ViT(**kwargs).eval()
-    model = convert_vit_pytorch.convert("vit", reference.state_dict(), kwargs)
-    img = torch.randn(2, 3, 32, 48)
-    with torch.no_grad():
-        out = model(img, output_attentions=True)
-        ref_logits, ref_attns = Recorder(reference)(img)
-        _, ref_embeddings = Extractor(reference)(img)
-        embeddings = model.vitx(img).last_hidden_state
-    torch.testing.assert_close(out.logits, ref_logits, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.stack(out.attentions, dim=1), ref_attns, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(embeddings, ref_embeddings, atol=1e-5, rtol=1e-5)
-
-
-def test_single_head_without_output_projection():
-    """heads == 1 and dim_head == dim: vit-pytorch drops to_out; vitx uses an identity projection."""
-    kwargs = tiny_vit_kwargs(heads=1, dim_head=32)
-    reference = ViT(**kwargs).eval()
-    assert "transformer.layers.0.0.to_out.0.weight" not in reference.state_dict()
-    model = convert_vit_pytorch.convert("vit", reference.state_dict(), kwargs)
-    img = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model(img).logits, reference(img), atol=1e-5, rtol=1e-5)
-
-
-def test_script_writes_loadable_folder(tmp_path):
+def test_vit_script_writes_loadable_folder(tmp_path):
     kwargs = tiny_vit_kwargs(dropout=0.1, emb_dropout=0.1, image_size=(32, 48), patch_size=(4, 8))
     reference = ViT(**kwargs).eval()
     folder = convert_with_script(tmp_path, "vit", reference, kwargs)
@@ -59,6 +34,31 @@ def test_script_writes_loadable_folder(tmp_path):
     pixel_values = AutoImageProcessor.from_pretrained(folder)(image, return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(pixel_values[0], expected, atol=1 / 255 + 1e-6, rtol=0)  # resize rounding apart
     assert_runs_in_pipeline(folder, reference)
+
+
+def test_cross_vit_script_writes_loadable_folder(tmp_path):
+    kwargs = tiny_cross_vit_kwargs(dropout=0.2, emb_dropout=0.05)
+    reference = CrossViT(**kwargs).eval()
+    folder = convert_with_script(tmp_path, "cross_vit", reference, kwargs)
+    model = CrossVitxForImageClassification.from_pretrained(folder).eval()
+    assert (model.config.dropout, model.config.emb_dropout) == (0.2, 0.05)
+    img = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(img).logits, reference(img), atol=1e-5, rtol=1e-5)
+    assert_runs_in_pipeline(folder, reference)
+
+
+def test_efficient_nystrom_script_writes_loadable_folder(tmp_path):
+    _, vit, _, kwargs = landmark_pair()
+    folder = convert_with_script(tmp_path, "efficient_nystrom", vit, kwargs)
+    loaded = VitxForImageClassification.from_pretrained(folder).eval()
+    assert loaded.config.encoder == "landmark" and loaded.config.encoder_kwargs["num_landmarks"] == 16
+    img = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(img).logits, vit(img), atol=1e-4, rtol=1e-4)
+    assert_runs_in_pipeline(folder, vit)
+    with pytest.raises(ValueError, match="only pool='cls' converts"):
+        convert_vit_pytorch.efficient_nystrom_config({**kwargs, "pool": "mean"})
 
 
 def test_script_takes_the_normalization_the_model_was_trained_with(tmp_path):
@@ -76,7 +76,7 @@ def test_script_takes_the_normalization_the_model_was_trained_with(tmp_path):
         convert_with_script(tmp_path, "vit", reference, kwargs, "--image-std", "0")
 
 
-def test_bad_inputs_are_named():
+def test_vit_bad_inputs_are_named():
     reference = ViT(**tiny_vit_kwargs())
     with pytest.raises(ValueError, match="unknown vit-pytorch ViT kwargs \\['mystery'\\]"):
         convert_vit_pytorch.convert("vit", reference.state_dict(), {**tiny_vit_kwargs(), "mystery": 1})
@@ -89,3 +89,16 @@ def test_bad_inputs_are_named():
     with pytest.raises(KeyError, match="checkpoint has no `mlp_head.weight`"):
         convert_vit_pytorch.convert("vit", {k: v for k, v in reference.state_dict().items() if "mlp_head" not in k},
                                     tiny_vit_kwargs())
+
+
+def test_cross_vit_bad_inputs_are_named():
+    reference = CrossViT(**tiny_cross_vit_kwargs())
+    with pytest.raises(ValueError, match="unknown vit-pytorch CrossViT kwargs \\['patch_size'\\]"):
+        convert_vit_pytorch.convert("cross_vit", reference.state_dict(), {**tiny_cross_vit_kwargs(), "patch_size": 4})
+    state = reference.state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="checkpoint keys that vitx cannot place: \\['extra.weight'\\]"):
+        convert_vit_pytorch.convert("cross_vit", state, tiny_cross_vit_kwargs())
+    with pytest.raises(KeyError, match="checkpoint has no `lg_mlp_head.1.weight`"):
+        convert_vit_pytorch.convert("cross_vit", {k: v for k, v in reference.state_dict().items()
+                                                  if k != "lg_mlp_head.1.weight"}, tiny_cross_vit_kwargs())

@@ -1,19 +1,16 @@
-"""Pluggable encoders: the registry, the landmark (Nystrom) encoder, x-transformers, and any module."""
+"""Pluggable encoders: the registry, the landmark (Nystrom) encoder, x-transformers, and any module. Parity of the
+landmark encoder with nystrom-attention: test_parity_nystrom_attention.py."""
 
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from nystrom_attention import Nystromformer
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from transformers import Trainer, TrainingArguments
-from vit_pytorch.efficient import ViT as EfficientViT
 
-import convert_vit_pytorch
-from helpers import (assert_checkpointing_keeps_gradients, assert_runs_in_pipeline, convert_with_script, run_isolated,
-                      tiny_vit_kwargs)
+from helpers import assert_checkpointing_keeps_gradients, run_isolated, tiny_vit_kwargs
 from user_encoders import Mixer
 from configuration_vitx import VitxConfig
 import modeling_vitx
@@ -91,33 +88,6 @@ def test_standard_encoder_layout_unchanged():
 
 # the landmark encoder
 
-def landmark_pair(residual_conv_kernel=5, num_landmarks=16, depth=2):
-    reference = Nystromformer(dim=32, depth=depth, heads=4, dim_head=8, num_landmarks=num_landmarks,
-                              attn_values_residual=bool(residual_conv_kernel),
-                              attn_values_residual_conv_kernel=residual_conv_kernel or 33).eval()
-    kwargs = dict(image_size=32, patch_size=4, num_classes=10, dim=32,
-                  transformer=dict(depth=depth, heads=4, dim_head=8, num_landmarks=num_landmarks,
-                                   attn_values_residual=bool(residual_conv_kernel),
-                                   attn_values_residual_conv_kernel=residual_conv_kernel or 33))
-    vit = EfficientViT(image_size=32, patch_size=4, num_classes=10, dim=32, transformer=reference).eval()
-    model = convert_vit_pytorch.convert("efficient_nystrom", vit.state_dict(), kwargs)
-    return reference, vit, model, kwargs
-
-
-@pytest.mark.parametrize("tokens", [16, 5, 65, 47, 100])  # padding: none, whole groups, part of one, both
-@pytest.mark.parametrize("residual_conv_kernel", [5, 0])
-def test_landmark_encoder_matches_nystromformer(tokens, residual_conv_kernel):
-    reference, _, model, _ = landmark_pair(residual_conv_kernel)
-    encoder = model.vitx.encoder
-    x = torch.randn(3, tokens, 32)
-    with torch.no_grad():
-        ours = encoder(x).last_hidden_state
-        # nystrom-attention scales its pseudo-inverse over the whole batch; per sample, the two agree
-        per_sample = torch.cat([reference(x[i:i + 1]) for i in range(3)])
-    torch.testing.assert_close(ours, per_sample, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ours[:1], reference(x[:1]), atol=1e-4, rtol=1e-4)
-
-
 def landmark_encoder(**options):
     """A standalone landmark encoder of the tiny ViT's sizes."""
     config = config_for(dict(encoder="landmark", encoder_kwargs=options))
@@ -155,22 +125,6 @@ def test_landmark_attention_takes_no_context():
     attention = landmark_encoder(num_landmarks=8).layers[0].attention
     with pytest.raises(ValueError, match="self-attention only"):
         attention(torch.randn(1, 65, 32), context=torch.randn(1, 9, 32))
-
-
-def test_efficient_nystrom_conversion_logits(tmp_path):
-    _, vit, model, kwargs = landmark_pair()
-    img = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        expected = torch.cat([vit(img[i:i + 1]) for i in range(2)])
-        torch.testing.assert_close(model(img).logits, expected, atol=1e-4, rtol=1e-4)
-    folder = convert_with_script(tmp_path, "efficient_nystrom", vit, kwargs)
-    loaded = VitxForImageClassification.from_pretrained(folder).eval()
-    assert loaded.config.encoder == "landmark" and loaded.config.encoder_kwargs["num_landmarks"] == 16
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(img[:1]).logits, vit(img[:1]), atol=1e-4, rtol=1e-4)
-    assert_runs_in_pipeline(folder, vit)
-    with pytest.raises(ValueError, match="only pool='cls' converts"):
-        convert_vit_pytorch.efficient_nystrom_config({**kwargs, "pool": "mean"})
 
 
 class _LargestTensor(TorchFunctionMode):

@@ -1,14 +1,49 @@
-"""vit-pytorch CrossViT -> vitx: the converter, and numeric parity of logits, both streams' embeddings and every
-attention map (self and cross) on the same weights, including the dense-fusion configuration."""
+"""Parity with vit-pytorch on the same weights: its ViT (logits, every attention map, embeddings), its CrossViT
+(logits, both streams' embeddings, every self- and cross-attention map, dense fusion too) and its efficient ViT
+around a Nystromformer (logits), each converted by scripts/convert_vit_pytorch.py."""
 
 import pytest
 import torch
 from vit_pytorch.cross_vit import CrossViT
 from vit_pytorch.extractor import Extractor
+from vit_pytorch.recorder import Recorder
+from vit_pytorch.vit import ViT
 
 import convert_vit_pytorch
-from helpers import assert_runs_in_pipeline, convert_with_script, tiny_cross_vit_kwargs
-from modeling_vitx import CrossVitxForImageClassification
+from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs
+from references import landmark_pair
+
+# ViT
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_vit_parity_logits_attentions_embeddings(pool):
+    kwargs = tiny_vit_kwargs(pool=pool, image_size=(32, 48), patch_size=(4, 8))
+    reference = ViT(**kwargs).eval()
+    model = convert_vit_pytorch.convert("vit", reference.state_dict(), kwargs)
+    img = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        out = model(img, output_attentions=True)
+        ref_logits, ref_attns = Recorder(reference)(img)
+        _, ref_embeddings = Extractor(reference)(img)
+        embeddings = model.vitx(img).last_hidden_state
+    torch.testing.assert_close(out.logits, ref_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(out.attentions, dim=1), ref_attns, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embeddings, ref_embeddings, atol=1e-5, rtol=1e-5)
+
+
+def test_single_head_without_output_projection():
+    """heads == 1 and dim_head == dim: vit-pytorch drops to_out; vitx uses an identity projection."""
+    kwargs = tiny_vit_kwargs(heads=1, dim_head=32)
+    reference = ViT(**kwargs).eval()
+    assert "transformer.layers.0.0.to_out.0.weight" not in reference.state_dict()
+    model = convert_vit_pytorch.convert("vit", reference.state_dict(), kwargs)
+    img = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(img).logits, reference(img), atol=1e-5, rtol=1e-5)
+
+
+# CrossViT
 
 
 def reference_attention_maps(reference, img):
@@ -42,7 +77,7 @@ def expected_maps(maps, kwargs):
     }
 
 
-def assert_parity(kwargs, batch=2):
+def assert_cross_vit_parity(kwargs, batch=2):
     """Convert a fresh vit-pytorch CrossViT; logits, both embeddings and all maps must match to 1e-5."""
     reference = CrossViT(**kwargs).eval()
     model = convert_vit_pytorch.convert("cross_vit", reference.state_dict(), kwargs)
@@ -70,13 +105,13 @@ def assert_parity(kwargs, batch=2):
     dict(lg_dim=16, cross_attn_heads=1, cross_attn_dim_head=16),  # same widths: no projections
 ])
 def test_cross_vit_parity_logits_embeddings_attentions(overrides):
-    assert_parity(tiny_cross_vit_kwargs(**overrides))
+    assert_cross_vit_parity(tiny_cross_vit_kwargs(**overrides))
 
 
-def test_dense_fusion_every_layer():
+def test_cross_vit_dense_fusion_every_layer():
     """sm_enc_depth = lg_enc_depth = 1: the streams cross-attend after every transformer layer (D2F-style fusion)."""
     kwargs = tiny_cross_vit_kwargs(depth=3, sm_enc_depth=1, lg_enc_depth=1, cross_attn_depth=1)
-    model, out = assert_parity(kwargs, batch=1)
+    model, out = assert_cross_vit_parity(kwargs, batch=1)
     blocks = model.vitx.encoder.layers
     assert len(blocks) == 3
     assert all(len(b.sm_encoder.layers) == len(b.lg_encoder.layers) == len(b.cross_layers) == 1 for b in blocks)
@@ -89,26 +124,13 @@ def test_dense_fusion_every_layer():
     assert [h.shape for h in hidden.lg_hidden_states] == [(1, 17, 24)] * (3 * 2 + 1)
 
 
-def test_script_writes_loadable_folder(tmp_path):
-    kwargs = tiny_cross_vit_kwargs(dropout=0.2, emb_dropout=0.05)
-    reference = CrossViT(**kwargs).eval()
-    folder = convert_with_script(tmp_path, "cross_vit", reference, kwargs)
-    model = CrossVitxForImageClassification.from_pretrained(folder).eval()
-    assert (model.config.dropout, model.config.emb_dropout) == (0.2, 0.05)
-    img = torch.randn(1, 3, 32, 32)
+# efficient ViT around a Nystromformer
+
+
+def test_efficient_nystrom_conversion_logits():
+    """nystrom-attention scales its pseudo-inverse over the whole batch; per sample, vitx's logits agree."""
+    _, vit, model, _ = landmark_pair()
+    img = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model(img).logits, reference(img), atol=1e-5, rtol=1e-5)
-    assert_runs_in_pipeline(folder, reference)
-
-
-def test_bad_inputs_are_named():
-    reference = CrossViT(**tiny_cross_vit_kwargs())
-    with pytest.raises(ValueError, match="unknown vit-pytorch CrossViT kwargs \\['patch_size'\\]"):
-        convert_vit_pytorch.convert("cross_vit", reference.state_dict(), {**tiny_cross_vit_kwargs(), "patch_size": 4})
-    state = reference.state_dict()
-    state["extra.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match="checkpoint keys that vitx cannot place: \\['extra.weight'\\]"):
-        convert_vit_pytorch.convert("cross_vit", state, tiny_cross_vit_kwargs())
-    with pytest.raises(KeyError, match="checkpoint has no `lg_mlp_head.1.weight`"):
-        convert_vit_pytorch.convert("cross_vit", {k: v for k, v in reference.state_dict().items()
-                                                  if k != "lg_mlp_head.1.weight"}, tiny_cross_vit_kwargs())
+        expected = torch.cat([vit(img[i:i + 1]) for i in range(2)])
+        torch.testing.assert_close(model(img).logits, expected, atol=1e-4, rtol=1e-4)
