@@ -1,17 +1,18 @@
-"""CrossVitxConfig / CrossVitxModel / CrossVitxForImageClassification: the seed's "Two Stream ViT" through the HF API."""
+"""CrossVitxConfig / CrossVitxModel / CrossVitxForImageClassification: the seed's "Two Stream ViT" through the HF
+API: config defaults, names and checks; each stream's outputs and maps; the two heads; rectangular and resized
+images. What every classifier shares (losses, saving, remote code, bfloat16, checkpointing, the Trainer,
+attention paths): the family-parametrized suite (families.py); parity with vit-pytorch: test_parity_vit_pytorch.py."""
 
 import inspect
-import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from vit_pytorch.cross_vit import CrossViT
 
-from helpers import assert_checkpointing_keeps_gradients, run_isolated, tiny_cross_vit_kwargs
 from configuration_vitx import CrossVitxConfig
+from helpers import tiny_cross_vit_kwargs
 from modeling_vitx import CrossVitxForImageClassification, CrossVitxModel, CrossVitxModelOutput
-from transformers import (AutoConfig, AutoModel, AutoModelForImageClassification, Trainer, TrainingArguments)
+from transformers import AutoConfig
 from transformers.modeling_outputs import ImageClassifierOutput
 
 SEED_KWARGS = dict(image_size=256, num_classes=1000, depth=4, sm_dim=192, sm_patch_size=16, sm_enc_depth=2,
@@ -161,35 +162,6 @@ def test_classifier_sums_the_two_heads_and_return_dict_false():
     torch.testing.assert_close(base_tuple[3], base.lg_last_hidden_state)
 
 
-def test_regression_and_multi_label_losses():
-    img = torch.randn(4, 3, 32, 32)
-    regression = CrossVitxForImageClassification(tiny(num_classes=1))
-    values = torch.randn(4)
-    out = regression(img, labels=values)
-    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), values))
-    multi = CrossVitxForImageClassification(tiny())
-    targets = torch.randint(0, 2, (4, 10)).float()
-    out = multi(img, labels=targets)
-    torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, targets))
-
-
-def test_sdpa_by_default_eager_for_maps(monkeypatch):
-    calls = []
-    real = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
-    model = CrossVitxForImageClassification(tiny()).eval()
-    img = torch.randn(3, 3, 32, 32)
-    sdpa = model(img).logits
-    assert len(calls) == 2 * (1 + 2 + 2 * 2)  # every self- and cross-attention of both blocks
-    with_maps = model(img, output_attentions=True).logits
-    model.config._attn_implementation = "eager"
-    eager = model(img).logits
-    assert len(calls) == 14
-    torch.testing.assert_close(sdpa, with_maps, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(sdpa, eager, atol=1e-5, rtol=1e-5)
-
-
 def test_rectangular_images_and_interpolated_positions():
     config = tiny(image_size=(32, 48), sm_patch_size=(4, 8), lg_patch_size=(8, 16))
     model = CrossVitxModel(config).eval()
@@ -205,99 +177,3 @@ def test_rectangular_images_and_interpolated_positions():
         square(torch.randn(1, 3, 36, 36), interpolate_pos_encoding=True)
     with pytest.raises(ValueError, match="has size 64x64; the model expects 32x32"):
         square(torch.randn(1, 3, 64, 64))
-
-
-def test_gradient_checkpointing_same_gradients():
-    model = CrossVitxForImageClassification(tiny(dropout=0.0, emb_dropout=0.0))
-    assert_checkpointing_keeps_gradients(model, torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
-
-
-def test_no_split_modules_name_real_modules():
-    model = CrossVitxForImageClassification(tiny())
-    present = {type(m).__name__ for m in model.modules()}
-    assert set(model._no_split_modules) <= present
-
-
-def test_trainer_trains_and_predicts(tmp_path):
-    model = CrossVitxForImageClassification(tiny(dropout=0.0, emb_dropout=0.0))
-    data = [{"pixel_values": torch.randn(3, 32, 32), "labels": i % 10} for i in range(8)]
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4,
-                             max_steps=2, learning_rate=1e-2, report_to=[], use_cpu=True, save_strategy="no")
-    trainer = Trainer(model=model, args=args, train_dataset=data)
-    assert trainer.train().training_loss > 0
-    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
-    assert {"sm_classifier.1.weight", "lg_classifier.1.weight", "vitx.sm_embeddings.cls_token"} <= changed
-    predictions = trainer.predict(data)
-    assert predictions.predictions.shape == (8, 10) and predictions.metrics["test_loss"] > 0
-
-
-# saving and loading
-
-
-def saved_classifier(tmp_path, **overrides):
-    config = tiny(**overrides, id2label={i: f"digit {i}" for i in range(10)})
-    model = CrossVitxForImageClassification(config).eval()
-    model.save_pretrained(tmp_path / "model")
-    return model, tmp_path / "model"
-
-
-def test_exact_round_trip_and_auto_classes_in_process(tmp_path):
-    model, folder = saved_classifier(tmp_path)
-    config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == "crossvitx"
-    assert config["auto_map"] == {
-        "AutoConfig": "configuration_vitx.CrossVitxConfig",
-        "AutoModel": "modeling_vitx.CrossVitxModel",
-        "AutoModelForImageClassification": "modeling_vitx.CrossVitxForImageClassification",
-    }
-    stored = load_file(folder / "model.safetensors")
-    assert stored.keys() == model.state_dict().keys()
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(stored[name], tensor), name
-    assert type(AutoConfig.from_pretrained(folder)) is CrossVitxConfig
-    classifier = AutoModelForImageClassification.from_pretrained(folder).eval()
-    base = AutoModel.from_pretrained(folder).eval()
-    assert type(classifier) is CrossVitxForImageClassification and type(base) is CrossVitxModel
-    img = torch.randn(2, 3, 32, 32)
-    assert torch.equal(classifier(img).logits, model(img).logits)
-    reference = model.vitx(img)
-    loaded = base(img)
-    assert torch.equal(loaded.sm_last_hidden_state, reference.sm_last_hidden_state)
-    assert torch.equal(loaded.lg_last_hidden_state, reference.lg_last_hidden_state)
-    assert type(AutoModelForImageClassification.from_config(tiny())) is CrossVitxForImageClassification
-
-
-def test_remote_code_in_fresh_process(tmp_path):
-    model, folder = saved_classifier(tmp_path)
-    img = torch.randn(2, 3, 32, 32)
-    torch.save(img, tmp_path / "img.pt")
-    expected = model(img).logits
-    result = run_isolated(f"""
-        import json, torch
-        from transformers import AutoModelForImageClassification, AutoModel
-        model = AutoModelForImageClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
-        base = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
-        img = torch.load({str(tmp_path / "img.pt")!r}, weights_only=True)
-        with torch.no_grad():
-            logits = model(img).logits
-            lg_tokens = base(img).lg_last_hidden_state
-        torch.save(logits, {str(tmp_path / "logits.pt")!r})
-        print(json.dumps({{"module": type(model).__module__, "class": type(model).__name__,
-                          "base": type(base).__name__, "lg_tokens": list(lg_tokens.shape),
-                          "label": model.config.id2label[3]}}))
-    """, tmp_path)
-    assert result["module"].startswith("transformers_modules.")
-    assert (result["class"], result["base"]) == ("CrossVitxForImageClassification", "CrossVitxModel")
-    assert result["lg_tokens"] == [2, 17, 24] and result["label"] == "digit 3"
-    assert torch.equal(torch.load(tmp_path / "logits.pt", weights_only=True), expected)
-
-
-def test_bfloat16_loading(tmp_path):
-    model, folder = saved_classifier(tmp_path)
-    loaded = CrossVitxForImageClassification.from_pretrained(folder, torch_dtype=torch.bfloat16).eval()
-    assert all(p.dtype == torch.bfloat16 for p in loaded.parameters())
-    img = torch.randn(2, 3, 32, 32)
-    out = loaded(img.bfloat16(), output_attentions=True)
-    assert out.logits.dtype == torch.bfloat16 and out.sm_cross_attentions[0].dtype == torch.bfloat16
-    torch.testing.assert_close(out.logits.float(), model(img).logits, atol=0.1, rtol=0.1)

@@ -1,9 +1,10 @@
-"""accelerate's big-model loading: a model offloaded to disk computes what the in-memory model computes."""
+"""accelerate's big-model loading: a model offloaded to disk computes what the in-memory model computes; the
+modules a device map must not split exist."""
 
 import pytest
 import torch
 
-from families import FAMILIES, model_class, tiny_model, tiny_pixels
+from families import FAMILIES, families, model_class, tiny_model, tiny_pixels
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -20,3 +21,10 @@ def test_disk_offloaded_logits_equal_in_memory_logits(family, tmp_path):
         expected, logits = model(pixels).logits, offloaded(pixels).logits
     assert not logits.isnan().any()
     torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", families(blocks=True))
+def test_no_split_modules_name_real_modules(family):
+    model = tiny_model(family)
+    present = {type(m).__name__ for m in model.modules()}
+    assert set(model._no_split_modules) <= present

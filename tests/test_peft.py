@@ -5,8 +5,8 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from helpers import enable_activation_checkpointing
 from families import FAMILIES, model_class, tiny_config, tiny_model, tiny_pixels
+from helpers import enable_activation_checkpointing
 
 LABELS = torch.tensor([1, 7])
 

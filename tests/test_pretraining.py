@@ -1,14 +1,14 @@
-"""Masked autoencoder pretraining (VitxForPreTraining): masking, loss, reconstruction, carry-over to fine-tuning."""
+"""Masked autoencoder pretraining (VitxForPreTraining): masking, loss, reconstruction, carry-over to fine-tuning.
+Saving, remote code, bfloat16 and checkpointing: the family-parametrized suite (families.py, entry "mae")."""
 
 import pytest
 import torch
 from transformers import AutoModelForPreTraining, Trainer, TrainingArguments
 
-from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs
 from configuration_vitx import CrossVitxConfig, VitxConfig
+from families import MAE_DECODER as DECODER
+from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs
 from modeling_vitx import VitxForImageClassification, VitxForPreTraining, VitxModel
-
-DECODER = dict(decoder_dim=16, decoder_depth=1, decoder_heads=2, decoder_dim_head=8)
 ENCODERS = {"vit": {}, "landmark": dict(encoder="landmark", encoder_kwargs={"num_landmarks": 8}),
             "mean-pool": dict(pool="mean")}
 

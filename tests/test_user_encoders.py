@@ -1,5 +1,6 @@
-"""Encoders handed in as modules: building a model leaves the caller's config alone, and the module is used as it
-is (a ``VitxEncoder`` instance, which ends with its own LayerNorm, gets no second norm in the head)."""
+"""Encoders handed in as modules (the seed's ``transformer=``): the module is used as it is, with its own weights
+(a ``VitxEncoder`` instance, which ends with its own LayerNorm, gets no second norm in the head); building a model
+leaves the caller's config alone; loading needs the module again; what a plain module cannot serve is named."""
 
 import copy
 
@@ -62,3 +63,44 @@ def test_an_encoder_instance_is_used_as_it_is(family):
     model.load_state_dict(by_name.state_dict())  # strict: the same parameters, no more, no fewer
     pixels = tiny_pixels(family)
     torch.testing.assert_close(model(pixels).logits, by_name(pixels).logits, rtol=0, atol=0)
+
+
+def test_any_module_keeps_its_weights_and_round_trips(tmp_path):
+    mixer = Mixer()
+    before = mixer.mix.weight.clone()
+    model = VitxForImageClassification(tiny_config("vit"), encoder=mixer).eval()
+    assert torch.equal(model.vitx.encoder.module.mix.weight, before)
+    assert model.config.encoder == "module" and model.config.encoder_kwargs["class"].endswith("Mixer")
+    img = torch.randn(2, 3, 32, 32)
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"saved with a user-supplied encoder module \(.*Mixer\); pass an instance"):
+        VitxForImageClassification.from_pretrained(tmp_path)
+    loaded = VitxForImageClassification.from_pretrained(tmp_path, encoder=Mixer()).eval()
+    assert torch.equal(loaded(img).logits, model(img).logits)
+    with pytest.raises(ValueError, match="`output_attentions=True` cannot be served: the encoder module .*Mixer"):
+        model(img, output_attentions=True)
+    with pytest.raises(ValueError, match="`output_hidden_states=True` cannot be served"):
+        model(img, output_hidden_states=True)
+
+
+def test_any_module_with_wrong_shape_is_named():
+    model = VitxModel(tiny_config("vit"), encoder=nn.Linear(32, 16))
+    with pytest.raises(ValueError, match=r"must map \(batch, tokens, dim\) \(1, 65, 32\) to the same shape, "
+                                         r"got \(1, 65, 16\)"):
+        model(torch.randn(1, 3, 32, 32))
+
+
+def test_seed_x_transformers_instance_as_module():
+    from x_transformers import Encoder
+    model = VitxForImageClassification(tiny_config("vit"), encoder=Encoder(dim=32, depth=2, heads=4, ff_glu=True,
+                                                                             residual_attn=True)).eval()
+    out = model(torch.randn(1, 3, 32, 32), output_attentions=True)
+    assert out.logits.shape == (1, 10) and len(out.attentions) == 2
+
+
+def test_seed_landmark_instance_as_module():
+    encoder = LandmarkEncoder.from_config(tiny_config("landmark"))  # 8 landmarks
+    model = VitxForImageClassification(tiny_config("vit"), encoder=encoder).eval()
+    assert isinstance(model.head_norm, nn.LayerNorm)  # no final norm in the landmark encoder: the head has one
+    out = model(torch.randn(1, 3, 32, 32), output_attentions=True)
+    assert out.attentions[0].shape == (1, 4, 65, 65)

@@ -8,8 +8,8 @@ from torch import nn
 from transformers import DeiTImageProcessor, ViTImageProcessor
 
 import visualize_attention as va
-from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs
 from configuration_vitx import CrossVitxConfig, VitxConfig
+from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs
 from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification, VitxModel
 
 DPI = 40  # the figures' layout does not depend on it; a low one keeps the tests fast
