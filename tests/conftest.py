@@ -15,6 +15,12 @@ from helpers import PROJECT_ROOT, TINY
 # Still imported from here by test_train.py and test_pretrain.py, until they import from helpers.
 from helpers import run_isolated, tiny_cross_vit_kwargs  # noqa: F401
 
+# One thread per test process, unless OMP_NUM_THREADS says otherwise; the fresh processes tests start inherit it.
+# Tiny models gain nothing from a second thread, and where another process holds the other core, OpenMP's
+# barriers make every op wait for it: a tiny CrossViT's forward takes 10 ms on one thread, 500 ms on two here.
+torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
+
+
 @pytest.fixture(scope="session")
 def torchrun_launch(tmp_path_factory):
     """tests/distributed_run.py under ``torchrun --nproc_per_node 2`` (gloo on CPU, one thread per process), once
