@@ -16,7 +16,7 @@ def test_quick_run_reports_every_contender(tmp_path, capsys):
     for mode in ("inference", "training"):
         rows = dict(report["vit"][mode])
         assert rows.pop("fastest_peer") in {"timm", "transformers", "vit-pytorch"}
-        assert set(rows) == {"vitx", "timm", "transformers", "vit-pytorch"}
+        assert set(rows) == {"vitx", "vitx-eager", "timm", "transformers", "vit-pytorch"}
         assert rows["vitx"]["vitx_speedup"] == 1.0
         assert all(r["images_per_s"] > 0 and r["gflops"] > 0 for r in rows.values())
         floor = rows["vitx"]["floor"]  # where vitx's time goes, and what that leaves to gain
