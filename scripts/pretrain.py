@@ -41,10 +41,11 @@ from vitx_common import default_image_processor, load_image_processor  # noqa: E
 
 # The recipe, as TrainingArguments defaults (train.py's where pretraining has no reason to differ); any flag
 # given on the command line wins.
-PRETRAINING_DEFAULTS = {**train.TRAINING_DEFAULTS, "num_train_epochs": 100, "learning_rate": 1.5e-3,
-                        "adam_beta2": 0.95, "label_smoothing_factor": 0.0}
+PRETRAINING_DEFAULTS = {**train.TRAINING_DEFAULTS, "num_train_epochs": 40, "learning_rate": 1.5e-3,
+                        "adam_beta2": 0.95, "label_smoothing_factor": 0.0,
+                        "dataloader_persistent_workers": True}  # many short epochs: no worker start-up each
 # Masked autoencoder settings of a fresh model; a saved model keeps its config's unless a flag says otherwise.
-MAE_DEFAULTS = dict(masking_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4, decoder_dim_head=32,
+MAE_DEFAULTS = dict(masking_ratio=0.75, decoder_dim=64, decoder_depth=1, decoder_heads=4, decoder_dim_head=16,
                     norm_pix_loss=False)
 PRETRAINABLE = ("vit", "landmark")  # CrossViT's two streams have no pretraining head
 RECONSTRUCTIONS_NAME = "reconstructions.png"
@@ -273,6 +274,7 @@ def main(argv=None):
         PRETRAINING_DEFAULTS, folder_suffix="vitx-mae")
     # The Trainer computes an evaluation loss only for inputs it counts as labels; the pixels are the target.
     training_args.label_names, training_args.prediction_loss_only = ["pixel_values"], True
+    training_args.dataloader_persistent_workers &= training_args.dataloader_num_workers > 0  # none to keep
     train.configure_threads(training_args.dataloader_num_workers)
     set_seed(training_args.seed)
     data = prepare_images(train.load_raw_datasets(data_args), data_args)
@@ -302,18 +304,13 @@ def main(argv=None):
                                                                              RECONSTRUCTIONS_NAME))
         trainer.card_section = card_section(model.config, name, data, losses)
     trainer.save_metrics("eval", metrics)
-    card = dict(finetuned_from=model_args.model_name_or_path, dataset=name, tags=["masked-autoencoder", "vitx"])
-    if training_args.push_to_hub:  # saves the model and writes the card itself: one upload of the finished folder
-        trainer.push_to_hub(**card)
-    else:
-        trainer.save_model()
-        trainer.create_model_card(**card)
-    if trainer.is_world_process_zero():
-        print(f"vitx-mae: {name} {data.eval_split} reconstruction loss {metrics['eval_reconstruction_loss']:.4f} "
-              f"(mean patch {metrics['eval_mean_patch_loss']:.4f}, mean visible patch "
-              f"{metrics['eval_visible_mean_loss']:.4f}) on {len(data.eval)} images, "
-              f"{time.perf_counter() - start:.0f} s wall time on {training_args.world_size} process(es); "
-              f"model in {training_args.output_dir}")
+    summary = f"vitx-mae: {name} {data.eval_split} reconstruction loss {metrics['eval_loss']:.4f}"
+    if "eval_mean_patch_loss" in metrics:  # the main process's
+        summary += (f" (mean patch {metrics['eval_mean_patch_loss']:.4f}, mean visible patch "
+                    f"{metrics['eval_visible_mean_loss']:.4f})")
+    train.save_and_report(trainer, dict(finetuned_from=model_args.model_name_or_path, dataset=name,
+                                        tags=["masked-autoencoder", "vitx"]),
+                          f"{summary} on {len(data.eval)} images", start)
     return metrics
 
 

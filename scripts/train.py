@@ -113,8 +113,7 @@ class ImageDataArguments:
     validation_dir: Optional[str] = field(default=None, metadata={"help": "Image folder for evaluation."})
     image_column_name: Optional[str] = field(default=None, metadata={"help": "Default: the first Image column."})
     label_column_name: Optional[str] = field(
-        default=None, metadata={"help": "Default: the first ClassLabel column, else 'label' or 'labels'. It also "
-                                        "stratifies the held-out share of --validation_split."})
+        default=None, metadata={"help": "Default: the first ClassLabel column, else 'label' or 'labels'."})
     validation_split: float = field(
         default=0.2, metadata={"help": "Share of train held out (stratified, fixed) when there is no eval split."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N examples."})
@@ -560,6 +559,22 @@ def plot_history(log_history, path):
     figure.savefig(path, dpi=100)
 
 
+def save_and_report(trainer, card, summary, start):
+    """Save the output folder with its model card (``card``: ``create_model_card``'s arguments), or with
+    ``--push_to_hub`` push it, then print ``summary`` with the wall time since ``start`` (main process only).
+
+    ``push_to_hub`` saves the model and writes the card itself, so the one upload holds the finished folder.
+    """
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(**card)
+    else:
+        trainer.save_model()
+        trainer.create_model_card(**card)
+    if trainer.is_world_process_zero():
+        print(f"{summary}, {time.perf_counter() - start:.0f} s wall time on {trainer.args.world_size} process(es); "
+              f"model in {trainer.args.output_dir}")
+
+
 def main(argv=None):
     """Train, evaluate, save (and with ``--push_to_hub`` push) a vitx classifier; returns the eval metrics."""
     start = time.perf_counter()
@@ -593,20 +608,12 @@ def main(argv=None):
     metrics = trainer.evaluate()
     trainer.save_metrics("eval", metrics)
     name = dataset_label(data_args)
-    card = dict(finetuned_from=model_args.model_name_or_path, tasks="image-classification", dataset=name,
-                tags=["image-classification", "vitx"])
     if trainer.is_world_process_zero():
         plot_history(trainer.state.log_history, os.path.join(training_args.output_dir, CURVES_NAME))
-    # push_to_hub saves the model and writes the card itself, so the one upload holds the finished folder.
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
-    else:
-        trainer.save_model()
-        trainer.create_model_card(**card)
-    if trainer.is_world_process_zero():
-        print(f"vitx: {name} {data.eval_split} accuracy {metrics['eval_accuracy']:.2%} on {len(data.eval)} images, "
-              f"{time.perf_counter() - start:.0f} s wall time on {training_args.world_size} process(es); "
-              f"model in {training_args.output_dir}")
+    save_and_report(trainer, dict(finetuned_from=model_args.model_name_or_path, tasks="image-classification",
+                                  dataset=name, tags=["image-classification", "vitx"]),
+                    f"vitx: {name} {data.eval_split} accuracy {metrics['eval_accuracy']:.2%} on {len(data.eval)} "
+                    f"images", start)
     return metrics
 
 
