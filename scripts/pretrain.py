@@ -131,7 +131,7 @@ def build_model(model_args, mae_args, resolution):
         config = AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
         # rebuilt rather than passed to from_pretrained, whose overrides skip the config's checks
         config = type(config).from_dict({**config.to_dict(), **given})
-        try:
+        try:  # a decoder of another size than the saved one starts afresh
             model = AutoModelForPreTraining.from_pretrained(path, config=config, ignore_mismatched_sizes=True,
                                                             trust_remote_code=model_args.trust_remote_code)
         except ValueError as error:

@@ -307,14 +307,16 @@ def check_dataset(dataset, split, image_column, label_column=None, id2label=None
     (optionally) an unreadable image."""
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} is empty: there is nothing to train or evaluate on")
-    labels = np.asarray(list(dataset[label_column])) if label_column is not None else np.zeros(0, dtype=int)
-    bad = np.flatnonzero((labels < 0) | (labels >= len(id2label or ())))
-    if bad.size:
-        row = int(bad[0])
-        raise ValueError(
-            f"label column {label_column!r} of split {split!r} holds id {int(labels[row])} at row {row}, outside "
-            f"id2label (ids 0..{len(id2label) - 1}: {list(id2label.values())[:10]}); {bad.size} rows are affected"
-        )
+    if label_column is not None:
+        labels = np.asarray(list(dataset[label_column]))
+        bad = np.flatnonzero((labels < 0) | (labels >= len(id2label)))
+        if bad.size:
+            row = int(bad[0])
+            raise ValueError(
+                f"label column {label_column!r} of split {split!r} holds id {int(labels[row])} at row {row}, "
+                f"outside id2label (ids 0..{len(id2label) - 1}: {list(id2label.values())[:10]}); {bad.size} rows "
+                f"are affected"
+            )
     if check_images:  # in batches: a large dataset's images do not fit in memory at once
         rows = dataset.select_columns([image_column]).iter(batch_size=256)
         for start, batch in zip(range(0, len(dataset), 256), rows):
@@ -459,10 +461,12 @@ def model_sizes(model_args, resolution):
             "dropout": model_args.dropout, "emb_dropout": model_args.emb_dropout}
 
 
-def fresh_config(model_args, resolution, families=tuple(CONFIG_FACTORIES), **options):
-    """The config of a fresh ``--model_type`` model (one of ``families``) sized for images of ``resolution``."""
-    if model_args.model_type not in families:
-        raise ValueError(f"--model_type {model_args.model_type!r} is not supported; choose one of {sorted(families)}")
+def fresh_config(model_args, resolution, **options):
+    """The config of a fresh ``--model_type`` model sized for images of ``resolution``; ``options`` are further
+    config fields."""
+    if model_args.model_type not in CONFIG_FACTORIES:
+        raise ValueError(f"--model_type {model_args.model_type!r} is not supported; choose one of "
+                         f"{sorted(CONFIG_FACTORIES)}")
     sizes = model_sizes(model_args, resolution)
     return CONFIG_FACTORIES[model_args.model_type](sizes, model_args.num_landmarks, **options)
 
