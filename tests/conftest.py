@@ -14,7 +14,7 @@ import pytest
 import torch
 from huggingface_hub import HfApi, RepoUrl
 
-from helpers import PROJECT_ROOT, TINY
+from helpers import PROJECT_ROOT, TINY, TINY_MAE
 
 # One thread per test process, unless OMP_NUM_THREADS says otherwise; the fresh processes tests start inherit it.
 # Tiny models gain nothing from a second thread, and where another process holds the other core, OpenMP's
@@ -25,13 +25,17 @@ torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 @pytest.fixture(scope="session")
 def torchrun_launch(tmp_path_factory):
     """tests/distributed_run.py under ``torchrun --nproc_per_node 2`` (gloo on CPU, one thread per process), once
-    for every test that needs several processes; it runs scripts/train.py too, into ``OUT/train``.
+    for every test that needs several processes; it runs scripts/train.py and scripts/pretrain.py too, into
+    ``OUT/train`` and ``OUT/pretrain``.
 
     Returns ``(OUT, rank 0's results, stdout)``."""
     out = tmp_path_factory.mktemp("torchrun")
     (out / "train_args.json").write_text(json.dumps([
         *TINY, "--output_dir", str(out / "train"), "--max_steps", "4", "--max_eval_samples", "64",
         "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "--ddp_backend", "gloo"]))
+    (out / "pretrain_args.json").write_text(json.dumps([
+        *TINY_MAE, "--output_dir", str(out / "pretrain"), "--max_steps", "4", "--save_strategy", "no", "--use_cpu",
+        "--ddp_backend", "gloo"]))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(PROJECT_ROOT / "tests" / "distributed_run.py"), str(out)],

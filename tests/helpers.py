@@ -58,6 +58,14 @@ TINY = ["--image_size", "20", "--patch_size", "4", "--dim", "64", "--depth", "1"
         "--mlp_dim", "128", "--per_device_train_batch_size", "32", "--learning_rate", "1e-2", "--warmup_steps", "0",
         "--disable_tqdm", "true"]
 
+# scripts/pretrain.py's masked autoencoder small enough for a unit test: 20x20 inputs in 4x4 patches (25), one
+# encoder and one decoder block, on the first 64 training digits; the held-out loss on 32.
+TINY_MAE = ["--image_size", "20", "--patch_size", "4", "--dim", "32", "--depth", "1", "--heads", "2", "--dim_head", "16",
+            "--mlp_dim", "64", "--decoder_dim", "16", "--decoder_depth", "1", "--decoder_heads", "2",
+            "--decoder_dim_head", "8", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3",
+            "--warmup_steps", "0", "--max_train_samples", "64", "--max_eval_samples", "32", "--eval_strategy", "no",
+            "--dataloader_num_workers", "0", "--disable_tqdm", "true"]
+
 # What a scripts/train.py or scripts/pretrain.py output folder holds to load, as remote code too.
 CODE_FILES = {"configuration_vitx.py", "modeling_vitx.py"}
 MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"} | CODE_FILES

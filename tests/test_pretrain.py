@@ -1,4 +1,5 @@
-"""scripts/pretrain.py: a short run leaves a complete folder that fine-tunes, resume, the held-out split, bad input."""
+"""scripts/pretrain.py: a short run leaves a complete folder that fine-tunes, resume, torchrun, the held-out split, bad
+input."""
 
 import json
 import shutil
@@ -11,23 +12,16 @@ from transformers import AutoModelForImageClassification, AutoModelForPreTrainin
 
 import pretrain
 import train
-from helpers import CODE_FILES, MODEL_FILES, tiny_cross_vit_kwargs, write_digit_folder
+from helpers import CODE_FILES, MODEL_FILES, TINY_MAE, tiny_cross_vit_kwargs, write_digit_folder
 from configuration_vitx import CrossVitxConfig
 from modeling_vitx import CrossVitxForImageClassification, VitxForPreTraining
 
-# A masked autoencoder small enough for a unit test: 20x20 inputs in 4x4 patches (25), one encoder and one decoder
-# block, on the first 64 training digits; the held-out loss on 32.
-TINY = ["--image_size", "20", "--patch_size", "4", "--dim", "32", "--depth", "1", "--heads", "2", "--dim_head", "16",
-        "--mlp_dim", "64", "--decoder_dim", "16", "--decoder_depth", "1", "--decoder_heads", "2",
-        "--decoder_dim_head", "8", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3",
-        "--warmup_steps", "0", "--max_train_samples", "64", "--max_eval_samples", "32", "--eval_strategy", "no",
-        "--dataloader_num_workers", "0", "--disable_tqdm", "true"]
 
 
 def test_short_run_pushes_a_complete_folder_that_fine_tunes(tmp_path, fake_hub):
     repos, uploads = fake_hub
     folder = tmp_path / "mae"
-    metrics = pretrain.main([*TINY, "--output_dir", folder, "--max_steps", "4", "--save_strategy", "no",
+    metrics = pretrain.main([*TINY_MAE, "--output_dir", folder, "--max_steps", "4", "--save_strategy", "no",
                              "--push_to_hub", "--hub_model_id", "someone/vitx-mae"])
     # the held-out loss the script computes is the Trainer's (both with the fixed masks), beside its baselines
     assert metrics["eval_reconstruction_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
@@ -62,14 +56,14 @@ def test_short_run_pushes_a_complete_folder_that_fine_tunes(tmp_path, fake_hub):
     assert all(torch.equal(tensor, saved[name]) for name, tensor in carried.items())
     # flags change a saved model's masked autoencoder settings, checked as a fresh config's are
     with pytest.raises(ValueError, match=r"`masking_ratio` must be a float in \(0, 1\), got 1.5"):
-        pretrain.main([*TINY, "--model_name_or_path", folder, "--masking_ratio", "1.5", "--output_dir", tuned])
+        pretrain.main([*TINY_MAE, "--model_name_or_path", folder, "--masking_ratio", "1.5", "--output_dir", tuned])
 
 
 def test_resumed_run_ends_as_the_uninterrupted_one(tmp_path):
     """A run resumed from its checkpoint after the first epoch (as after a kill) ends with the weights and log of
     one that ran through: the masks, the data order and the augmentation all come from the checkpointed random
     states. (Mid-epoch the loader has drawn the next batch's augmentation before the checkpoint is written.)"""
-    args = [*TINY, "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "1"]
+    args = [*TINY_MAE, "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "1"]
     through = tmp_path / "through"
     pretrain.main([*args, "--output_dir", through])  # 64 images in batches of 16: 4 steps an epoch
     killed = tmp_path / "killed"
@@ -80,6 +74,16 @@ def test_resumed_run_ends_as_the_uninterrupted_one(tmp_path):
     assert all(torch.equal(weights[name], expected[name]) for name in expected)
     history = [json.loads((folder / "trainer_state.json").read_text())["log_history"] for folder in (through, killed)]
     assert [entry.get("loss") for entry in history[1]] == [entry.get("loss") for entry in history[0]]
+
+
+def test_torchrun_two_processes_write_one_folder(torchrun_launch):
+    out, _, stdout = torchrun_launch  # the launch ran the script on two processes with gloo, into OUT/pretrain
+    folder = out / "pretrain"
+    summaries = [line for line in stdout.splitlines() if line.startswith("vitx-mae:")]
+    assert len(summaries) == 1 and "on 2 process(es)" in summaries[0]
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
+    assert MODEL_FILES | {"README.md", pretrain.RECONSTRUCTIONS_NAME} <= {path.name for path in folder.iterdir()}
+    assert type(AutoModelForPreTraining.from_pretrained(folder)) is VitxForPreTraining
 
 
 def test_the_digits_held_out_split_is_train_pys():
@@ -106,14 +110,14 @@ def test_bad_input_is_named_before_training(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=r"--train_dir '.*empty' holds no image files"):
-        pretrain.main([*TINY, "--train_dir", tmp_path / "empty", "--output_dir", out])
+        pretrain.main([*TINY_MAE, "--train_dir", tmp_path / "empty", "--output_dir", out])
     with pytest.raises(ValueError, match=r"--model_type 'crossvit' cannot be pretrained: .* \(--model_type vit or "
                                          r"landmark\); CrossViT's two streams have no pretraining head"):
-        pretrain.main([*TINY, "--model_type", "crossvit", "--output_dir", out])
+        pretrain.main([*TINY_MAE, "--model_type", "crossvit", "--output_dir", out])
     CrossVitxForImageClassification(CrossVitxConfig(**tiny_cross_vit_kwargs())).save_pretrained(tmp_path / "cross")
     with pytest.raises(ValueError, match=r"--model_name_or_path '.*cross' holds a CrossVitxConfig model, which has no "
                                          r"masked autoencoder pretraining"):
-        pretrain.main([*TINY, "--model_name_or_path", tmp_path / "cross", "--output_dir", out])
+        pretrain.main([*TINY_MAE, "--model_name_or_path", tmp_path / "cross", "--output_dir", out])
     with pytest.raises(ValueError, match=r"`masking_ratio` must be a float in \(0, 1\), got 1.5"):
-        pretrain.main([*TINY, "--masking_ratio", "1.5", "--output_dir", out])
+        pretrain.main([*TINY_MAE, "--masking_ratio", "1.5", "--output_dir", out])
     assert not out.exists()
