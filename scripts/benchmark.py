@@ -12,6 +12,9 @@ Sections:
             4096 pixels (4,096 and 16,384 tokens), batch 1 inference: vitx landmark, vitx full attention,
             timm full attention, vit-pytorch efficient ViT + nystrom-attention. Time, peak memory, growth.
   compile   torch.compile of vitx for the vit section: speedup over eager and over the fastest eager peer.
+  mae       one masked autoencoder pretraining step (forward, backward, fused AdamW) of the seed's landmark
+            example at 2048 pixels, batch 1: 75% of the 4,096 patches hidden, a decoder of one block of width
+            512 over all patches. The landmark encoder beside full attention: time and peak memory.
   matmul    a large float32 matrix product timed in the same run; every model's achieved GFLOP/s is reported
             as a fraction of it (FLOPs counted with torch.utils.flop_counter).
 
@@ -39,17 +42,19 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import VitxConfig  # noqa: E402
-from modeling_vitx import VitxForImageClassification  # noqa: E402
+from modeling_vitx import VitxForImageClassification, VitxForPreTraining  # noqa: E402
 
+SEED_LANDMARK = dict(patch_size=32, dim=512, depth=12, heads=8, mlp_dim=2048, num_landmarks=256, num_classes=1000)
+TINY_LANDMARK = dict(patch_size=4, dim=32, depth=2, heads=4, mlp_dim=64, num_landmarks=16, num_classes=10)
 FULL = dict(vit=dict(image_size=224, patch_size=16, dim=384, depth=12, heads=6, mlp_dim=1536, batch=8,
                      num_classes=1000, repeats=7),
-            highres=dict(sizes=(2048, 4096), patch_size=32, dim=512, depth=12, heads=8, mlp_dim=2048,
-                         num_landmarks=256, num_classes=1000, repeats=(3, 2)),
+            highres=dict(sizes=(2048, 4096), **SEED_LANDMARK, repeats=(3, 2)),
+            mae=dict(image_size=2048, **SEED_LANDMARK, masking_ratio=0.75, repeats=3, decoder_dim=512, decoder_heads=8),
             matmul=2048)
 QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp_dim=128, batch=4,
                       num_classes=10, repeats=2),
-             highres=dict(sizes=(64, 128), patch_size=4, dim=32, depth=2, heads=4, mlp_dim=64,
-                          num_landmarks=16, num_classes=10, repeats=(1, 1)),
+             highres=dict(sizes=(64, 128), **TINY_LANDMARK, repeats=(1, 1)),
+             mae=dict(image_size=64, **TINY_LANDMARK, masking_ratio=0.75, repeats=1, decoder_dim=32, decoder_heads=4),
              matmul=256)
 
 
@@ -118,6 +123,20 @@ def highres_contenders(s, image_size):
             "timm-full": lambda: _timm_vit(s, image_size), "vit-pytorch+nystrom": vit_pytorch_nystrom}
 
 
+def mae_contenders(s):
+    """The seed's landmark example as a masked autoencoder, and the same with full attention: name -> () -> model.
+    The decoder is one block over every patch, ``decoder_dim`` wide in ``decoder_heads`` heads."""
+    common = dict(image_size=s["image_size"], patch_size=s["patch_size"], dim=s["dim"], depth=s["depth"],
+                  heads=s["heads"], mlp_dim=s["mlp_dim"], masking_ratio=s["masking_ratio"], decoder_depth=1,
+                  decoder_dim=s["decoder_dim"], decoder_heads=s["decoder_heads"],
+                  decoder_dim_head=s["decoder_dim"] // s["decoder_heads"])
+
+    def vitx(encoder, **encoder_kwargs):
+        return lambda: VitxForPreTraining(VitxConfig(**common, encoder=encoder, encoder_kwargs=encoder_kwargs))
+
+    return {"vitx-landmark": vitx("landmark", num_landmarks=s["num_landmarks"]), "vitx-full": vitx("vit")}
+
+
 # measuring
 
 
@@ -173,6 +192,25 @@ def training_step(model, forward, x, labels):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step
+
+
+def pretraining_step(model, x, noise):
+    """Forward, backward and a fused AdamW step of a masked autoencoder, with the masks ``noise`` implies."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+    def step():
+        model(pixel_values=x, noise=noise).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def mae_inputs(s, device, dtype):
+    """A random image of the ``mae`` section's size and the noise that picks its visible patches."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, s["image_size"], s["image_size"], generator=generator)
+    noise = torch.rand(1, (s["image_size"] // s["patch_size"]) ** 2, generator=generator)
+    return x.to(device, dtype), noise.to(device)
 
 
 MATRIX_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm"}
@@ -232,17 +270,21 @@ def _peak_rss_bytes():
 def _peak_memory_here(section, name, settings, image_size, device, dtype):
     import psutil
     device, dtype = torch.device(device), getattr(torch, dtype)
-    builders = vit_contenders(settings) if section == "vit" else highres_contenders(settings, image_size)
-    model, forward = builders[name]()
-    model.to(device, dtype).eval()
-    x = torch.randn(1, 3, image_size, image_size, device=device, dtype=dtype)
+    if section == "mae":  # a pretraining step: its gradients and AdamW state count too
+        model = mae_contenders(settings)[name]().to(device, dtype).train()
+        step = pretraining_step(model, *mae_inputs(settings, device, dtype))
+    else:
+        builders = vit_contenders(settings) if section == "vit" else highres_contenders(settings, image_size)
+        model, forward = builders[name]()
+        model.to(device, dtype).eval()
+        step = inference_step(forward, torch.randn(1, 3, image_size, image_size, device=device, dtype=dtype))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        inference_step(forward, x)()
+        step()
         return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
     base = psutil.Process().memory_info().rss
-    inference_step(forward, x)()
+    step()
     return (_peak_rss_bytes() - base) / 2 ** 20
 
 
@@ -339,6 +381,24 @@ def bench_highres(s, device, dtype, matmul, measure_memory=True):
     return results
 
 
+def bench_mae(s, device, dtype, measure_memory=True):
+    """One masked autoencoder pretraining step per encoder: median seconds, ratio to the landmark encoder's and
+    (measured in a child process) the peak memory the step adds: activations, gradients, AdamW state."""
+    x, noise = mae_inputs(s, device, dtype)
+    steps = {}
+    for name, build in mae_contenders(s).items():
+        torch.manual_seed(0)
+        steps[name] = pretraining_step(build().to(device, dtype).train(), x, noise)
+    medians = alternate(steps, s["repeats"], device)
+    patches = noise.shape[1]
+    results = {"patches": patches, "visible": int(patches * (1 - s["masking_ratio"])), "image_size": s["image_size"]}
+    for name, seconds in medians.items():
+        results[name] = {"seconds": seconds, "landmark_speedup": seconds / medians["vitx-landmark"]}
+        if measure_memory:
+            results[name]["peak_mb"] = peak_memory_child("mae", name, s, s["image_size"], device, dtype)
+    return results
+
+
 def machine(device):
     info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
@@ -348,7 +408,7 @@ def machine(device):
     return info
 
 
-def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "compile", "highres"),
+def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "compile", "highres", "mae"),
         measure_memory=True):
     """Every figure of the chosen sections, as a dict (what ``--json`` writes)."""
     settings = QUICK if quick else FULL
@@ -360,6 +420,8 @@ def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "
         report["vit"] = bench_vit(settings["vit"], device, torch_dtype, "compile" in sections, matmul)
     if "highres" in sections:
         report["highres"] = bench_highres(settings["highres"], device, torch_dtype, matmul, measure_memory)
+    if "mae" in sections:
+        report["mae"] = bench_mae(settings["mae"], device, torch_dtype, measure_memory)
     return report
 
 
@@ -392,6 +454,14 @@ def format_report(report):
             lines += [_floor_line(floor, f"bound_over_{peer}", peer)
                       for peer in ("vitx-full", "vit-pytorch+nystrom") if f"bound_over_{peer}" in floor]
         lines.append("")
+    if "mae" in report:
+        mae = dict(report["mae"])
+        size, patches, visible = mae.pop("image_size"), mae.pop("patches"), mae.pop("visible")
+        lines += [f"MAE pretraining step {size}x{size} ({patches} patches, {visible} visible) | seconds | "
+                  f"landmark speedup | peak MB", "--- | --- | --- | ---"]
+        lines += [f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f}"
+                  for n, r in mae.items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -405,8 +475,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--sections", default="matmul,vit,compile,highres",
-                        help="comma-separated subset of matmul,vit,compile,highres")
+    parser.add_argument("--sections", default="matmul,vit,compile,highres,mae",
+                        help="comma-separated subset of matmul,vit,compile,highres,mae")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--json", help="write every figure to this JSON file")
     args = parser.parse_args(argv)

@@ -39,7 +39,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import CrossVitxConfig, VitxConfig  # noqa: E402
-from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification  # noqa: E402
+import modeling_vitx  # noqa: E402,F401  (registers vitx with the Auto classes)
 from vitx_common import default_image_processor, load_image_processor  # noqa: E402
 
 # The recipe, as TrainingArguments defaults; any flag given on the command line wins.
@@ -103,7 +103,7 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class ImageDataArguments:
     """Where the images come from; with none of the data flags, scikit-learn's digits."""
 
     dataset_name: Optional[str] = field(
@@ -124,6 +124,27 @@ class DataArguments:
     max_rotation: float = field(default=5.0, metadata={"help": "Augmentation: largest rotation, degrees."})
     max_shift: float = field(default=0.05, metadata={"help": "Augmentation: largest shift, share of the image side."})
     max_scale: float = field(default=0.05, metadata={"help": "Augmentation: largest zoom in or out, share."})
+
+
+@dataclass
+class DataArguments(ImageDataArguments):
+    """The images and their labels, and how many of the labelled training examples to learn from."""
+
+    train_fraction: Optional[float] = field(
+        default=None, metadata={"help": "Learn from this share (0, 1] of the labelled training split, a stratified "
+                                        "sample (the same whatever --seed); the held-out split is unchanged."})
+    train_samples: Optional[int] = field(
+        default=None, metadata={"help": "Learn from N labelled training examples, a stratified sample (the same "
+                                        "whatever --seed); the held-out split is unchanged."})
+
+    def __post_init__(self):
+        if self.train_fraction is not None and self.train_samples is not None:
+            raise ValueError(f"give either --train_fraction ({self.train_fraction}) or --train_samples "
+                             f"({self.train_samples}), not both")
+        if self.train_fraction is not None and not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train_fraction must be in (0, 1], got {self.train_fraction!r}")
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ValueError(f"--train_samples must be a positive number of examples, got {self.train_samples!r}")
 
 
 @dataclass
@@ -151,19 +172,22 @@ def dataset_label(data_args):
     return "digits"
 
 
-def parse_args(argv=None):
-    """``(ModelArguments, DataArguments, TrainingArguments)`` from ``argv``, the recipe filling what is not given.
+def parse_args(argv=None, dataclass_types=(ModelArguments, DataArguments, TrainingArguments),
+               defaults=TRAINING_DEFAULTS, folder_suffix="vitx"):
+    """The ``dataclass_types`` (by default ``(ModelArguments, DataArguments, TrainingArguments)``) from ``argv``,
+    ``defaults`` (the recipe) filling what is not given.
 
-    The default output folder, ``outputs/<data>-vitx``, depends on the data flags, so it goes in
-    front of the user's flags (a given ``--output_dir`` comes later and wins); transformers 4.x
-    requires the flag, so a parser default would not do.
+    The default output folder, ``outputs/<data>-<folder_suffix>``, depends on the data flags, so it
+    goes in front of the user's flags (a given ``--output_dir`` comes later and wins); transformers
+    4.x requires the flag, so a parser default would not do.
     """
     argv = [str(arg) for arg in (sys.argv[1:] if argv is None else argv)]
-    data_args, _ = HfArgumentParser(DataArguments, add_help=False).parse_args_into_dataclasses(
+    data_args, _ = HfArgumentParser(ImageDataArguments, add_help=False).parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True)
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    parser.set_defaults(**TRAINING_DEFAULTS)
-    return parser.parse_args_into_dataclasses(args=[f"--output_dir=outputs/{dataset_label(data_args)}-vitx", *argv])
+    parser = HfArgumentParser(dataclass_types)
+    parser.set_defaults(**defaults)
+    return parser.parse_args_into_dataclasses(
+        args=[f"--output_dir=outputs/{dataset_label(data_args)}-{folder_suffix}", *argv])
 
 
 # data
@@ -205,8 +229,11 @@ def load_raw_datasets(data_args):
     return DatasetDict(train=load_digits_dataset())
 
 
-def find_columns(features, image_column=None, label_column=None):
-    """The image and label column names: the ones given (checked), else detected from the features."""
+def find_columns(features, image_column=None, label_column=None, labels_required=True):
+    """The image and label column names: the ones given (checked), else detected from the features.
+
+    Without ``labels_required`` a dataset with no label column gives ``None`` for it (images alone).
+    """
     names = list(features)
     if image_column is None:
         image_column = next((name for name in names if isinstance(features[name], Image)), None)
@@ -219,7 +246,7 @@ def find_columns(features, image_column=None, label_column=None):
     if label_column is None:
         label_column = next((name for name in names if isinstance(features[name], ClassLabel)), None) \
             or next((name for name in ("label", "labels") if name in features), None)
-        if label_column is None:
+        if label_column is None and labels_required:
             raise ValueError(f"no label column found among {names}; name it with --label_column_name")
     elif label_column not in features:
         raise ValueError(f"--label_column_name {label_column!r} is not a column; the columns are {names}")
@@ -227,7 +254,8 @@ def find_columns(features, image_column=None, label_column=None):
 
 
 def split_train_eval(raw, label_column, validation_split):
-    """``(train, eval, eval split name)``: the dataset's own eval split, else a fixed stratified share of train."""
+    """``(train, eval, eval split name)``: the dataset's own eval split, else a fixed share of train, stratified
+    by ``label_column`` when it holds a ``ClassLabel``."""
     train = raw["train"]
     eval_split = next((name for name in EVAL_SPLITS if name in raw), None)
     if eval_split is not None:
@@ -237,7 +265,7 @@ def split_train_eval(raw, label_column, validation_split):
                          f"got {validation_split!r}")
     if len(train) < 2:
         raise ValueError(f"split 'train' has {len(train)} examples; at least 2 are needed to hold some out")
-    stratify = label_column if isinstance(train.features[label_column], ClassLabel) else None
+    stratify = label_column if label_column and isinstance(train.features[label_column], ClassLabel) else None
     parts = train.train_test_split(test_size=validation_split, stratify_by_column=stratify, seed=SPLIT_SEED)
     return parts["train"], parts["test"], "test"
 
@@ -274,18 +302,21 @@ def open_image(value, where):
     return image
 
 
-def check_dataset(dataset, split, image_column, label_column, id2label, check_images=True):
-    """Raise ``ValueError`` for an empty split, a label id outside ``id2label`` or (optionally) an unreadable image."""
+def check_dataset(dataset, split, image_column, label_column=None, id2label=None, check_images=True):
+    """Raise ``ValueError`` for an empty split, a label id outside ``id2label`` (with a ``label_column``) or
+    (optionally) an unreadable image."""
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} is empty: there is nothing to train or evaluate on")
-    labels = np.asarray(list(dataset[label_column]))
-    bad = np.flatnonzero((labels < 0) | (labels >= len(id2label)))
-    if bad.size:
-        row = int(bad[0])
-        raise ValueError(
-            f"label column {label_column!r} of split {split!r} holds id {int(labels[row])} at row {row}, outside "
-            f"id2label (ids 0..{len(id2label) - 1}: {list(id2label.values())[:10]}); {bad.size} rows are affected"
-        )
+    if label_column is not None:
+        labels = np.asarray(list(dataset[label_column]))
+        bad = np.flatnonzero((labels < 0) | (labels >= len(id2label)))
+        if bad.size:
+            row = int(bad[0])
+            raise ValueError(
+                f"label column {label_column!r} of split {split!r} holds id {int(labels[row])} at row {row}, "
+                f"outside id2label (ids 0..{len(id2label) - 1}: {list(id2label.values())[:10]}); {bad.size} rows "
+                f"are affected"
+            )
     if check_images:  # in batches: a large dataset's images do not fit in memory at once
         rows = dataset.select_columns([image_column]).iter(batch_size=256)
         for start, batch in zip(range(0, len(dataset), 256), rows):
@@ -293,8 +324,9 @@ def check_dataset(dataset, split, image_column, label_column, id2label, check_im
                 open_image(value, f"split {split!r}, row {row}, column {image_column!r}")
 
 
-def prepare_data(raw, data_args, pretrained_id2label=None):
-    """Columns, splits and label names from a raw ``DatasetDict``, checked before any training starts.
+def prepare_splits(raw, data_args, labels_required=True):
+    """``(train, eval, eval split name, image column, label column)`` from a raw ``DatasetDict``, the
+    ``--max_*_samples`` applied; the label column is ``None`` where the data has none and none is required.
 
     Images stay undecoded (``Image(decode=False)``): the transforms decode them, so a bad file
     is reported by name.
@@ -302,7 +334,7 @@ def prepare_data(raw, data_args, pretrained_id2label=None):
     if "train" not in raw:
         raise ValueError(f"the dataset has no 'train' split; its splits are {list(raw)}")
     image_column, label_column = find_columns(raw["train"].features, data_args.image_column_name,
-                                              data_args.label_column_name)
+                                              data_args.label_column_name, labels_required)
     if len(raw["train"]) == 0:
         raise ValueError("split 'train' is empty: there is nothing to train on")
     train, eval_dataset, eval_split = split_train_eval(raw, label_column, data_args.validation_split)
@@ -310,12 +342,49 @@ def prepare_data(raw, data_args, pretrained_id2label=None):
         train = train.select(range(min(data_args.max_train_samples, len(train))))
     if data_args.max_eval_samples is not None:
         eval_dataset = eval_dataset.select(range(min(data_args.max_eval_samples, len(eval_dataset))))
-    train, eval_dataset, id2label = label_names(train, eval_dataset, label_column, pretrained_id2label)
     train, eval_dataset = (d.cast_column(image_column, Image(decode=False)) for d in (train, eval_dataset))
+    return train, eval_dataset, eval_split, image_column, label_column
+
+
+def image_resolution(dataset, image_column):
+    """The longest side of the first image, in pixels: what the fresh model's sizes are chosen by."""
+    return max(open_image(dataset[0][image_column], f"split 'train', row 0, column {image_column!r}").size)
+
+
+def stratified_subset(dataset, label_column, fraction=None, samples=None):
+    """``dataset`` cut to ``samples`` examples, or ``fraction`` of them (rounded), with every class's share kept.
+
+    Each class gets its proportional count rounded down, and the examples still missing go to the
+    classes with the largest remainders; the examples are drawn at random with a fixed seed, so the
+    subset is the same whatever the training seed. Row order is kept.
+    """
+    if fraction is None and samples is None:
+        return dataset
+    flag = f"--train_samples {samples}" if samples is not None else f"--train_fraction {fraction}"
+    labels = np.asarray(dataset[label_column])
+    classes, counts = np.unique(labels, return_counts=True)
+    wanted = samples if samples is not None else round(fraction * len(labels))
+    if not 1 <= wanted <= len(labels):
+        raise ValueError(f"{flag} asks for {wanted} of the {len(labels)} training examples; a subset takes "
+                         f"between 1 and {len(labels)}")
+    shares = counts * wanted / len(labels)
+    taken = np.floor(shares).astype(int)
+    taken[np.argsort(taken - shares, kind="stable")[: wanted - taken.sum()]] += 1
+    rng = np.random.default_rng(SPLIT_SEED)
+    rows = [rng.choice(np.flatnonzero(labels == label), size=n, replace=False) for label, n in zip(classes, taken)]
+    return dataset.select(np.sort(np.concatenate(rows)).tolist())
+
+
+def prepare_data(raw, data_args, pretrained_id2label=None):
+    """Columns, splits and label names from a raw ``DatasetDict``, checked before any training starts; the
+    training split cut to ``--train_fraction`` / ``--train_samples`` (after ``--max_train_samples``)."""
+    train, eval_dataset, eval_split, image_column, label_column = prepare_splits(raw, data_args)
+    train, eval_dataset, id2label = label_names(train, eval_dataset, label_column, pretrained_id2label)
+    train = stratified_subset(train, label_column, data_args.train_fraction, data_args.train_samples)
     for dataset, split in ((train, "train"), (eval_dataset, eval_split)):
         check_dataset(dataset, split, image_column, label_column, id2label, data_args.check_images)
-    resolution = max(open_image(train[0][image_column], f"split 'train', row 0, column {image_column!r}").size)
-    return PreparedData(train, eval_dataset, eval_split, image_column, label_column, id2label, resolution)
+    return PreparedData(train, eval_dataset, eval_split, image_column, label_column, id2label,
+                        image_resolution(train, image_column))
 
 
 def random_affine(pixel_values, max_rotation, max_shift, max_scale):
@@ -334,9 +403,10 @@ def random_affine(pixel_values, max_rotation, max_shift, max_scale):
 
 
 class ImageTransform:
-    """``Dataset.with_transform`` callable: undecoded images -> ``pixel_values`` (+ augmentation), labels -> ``labels``."""
+    """``Dataset.with_transform`` callable: undecoded images -> ``pixel_values`` (+ augmentation), labels -> ``labels``
+    (none without a ``label_column``)."""
 
-    def __init__(self, processor, image_column, label_column, augment=None):
+    def __init__(self, processor, image_column, label_column=None, augment=None):
         self.processor, self.image_column, self.label_column = processor, image_column, label_column
         self.augment = augment
 
@@ -345,42 +415,41 @@ class ImageTransform:
         pixel_values = self.processor(images, return_tensors="pt")["pixel_values"]
         if self.augment is not None:
             pixel_values = random_affine(pixel_values, **self.augment)
+        if self.label_column is None:
+            return {"pixel_values": pixel_values}
         return {"pixel_values": pixel_values, "labels": torch.as_tensor(batch[self.label_column])}
 
 
 # model
 
 
-def build_vit(sizes, id2label):
-    """A fresh ``VitxForImageClassification`` with the given sizes and labels."""
-    return VitxForImageClassification(VitxConfig(**sizes, id2label=id2label))
+def vit_config(sizes, num_landmarks=None, **options):
+    """The config of a fresh ViT with the given sizes; ``options`` are further ``VitxConfig`` fields."""
+    return VitxConfig(**sizes, **options)
 
 
-def build_landmark(sizes, id2label, num_landmarks=None):
+def landmark_config(sizes, num_landmarks=None, **options):
     """The ViT with the landmark (Nystrom) encoder; by default a landmark per 4 tokens, at most 256."""
-    options = {"num_landmarks": num_landmarks or min(256, max(1, VitxConfig(**sizes).num_patches // 4))}
-    return VitxForImageClassification(VitxConfig(**sizes, id2label=id2label, encoder="landmark", encoder_kwargs=options))
+    landmarks = {"num_landmarks": num_landmarks or min(256, max(1, VitxConfig(**sizes).num_patches // 4))}
+    return VitxConfig(**sizes, **options, encoder="landmark", encoder_kwargs=landmarks)
 
 
-def build_crossvit(sizes, id2label, num_landmarks=None):
+def crossvit_config(sizes, num_landmarks=None, **options):
     """A CrossViT from the same sizes: small patches at ``dim``, patches twice as large at ``2 * dim``,
     ``depth // 2`` multi-scale blocks (each: 1 small and 2 large layers, then a cross-attention round)."""
     dim, heads, dim_head = sizes["dim"], sizes["heads"], sizes["dim_head"]
-    config = CrossVitxConfig(
-        image_size=sizes["image_size"], depth=max(1, sizes["depth"] // 2), id2label=id2label,
+    return CrossVitxConfig(
+        image_size=sizes["image_size"], depth=max(1, sizes["depth"] // 2),
         sm_dim=dim, sm_patch_size=sizes["patch_size"], sm_enc_depth=1, sm_enc_heads=heads,
         sm_enc_mlp_dim=sizes["mlp_dim"], sm_enc_dim_head=dim_head,
         lg_dim=2 * dim, lg_patch_size=2 * sizes["patch_size"], lg_enc_depth=2, lg_enc_heads=heads,
         lg_enc_mlp_dim=2 * sizes["mlp_dim"], lg_enc_dim_head=dim_head,
         cross_attn_depth=1, cross_attn_heads=heads, cross_attn_dim_head=dim_head,
-        dropout=sizes["dropout"], emb_dropout=sizes["emb_dropout"])
-    return CrossVitxForImageClassification(config)
+        dropout=sizes["dropout"], emb_dropout=sizes["emb_dropout"], **options)
 
 
-# Fresh-model families by --model_type: each takes (sizes, id2label, num_landmarks) and returns an untrained
-# classifier.
-MODEL_FACTORIES = {"vit": lambda sizes, id2label, num_landmarks=None: build_vit(sizes, id2label),
-                   "landmark": build_landmark, "crossvit": build_crossvit}
+# Fresh-model families by --model_type: each takes (sizes, num_landmarks, **config options) and returns a config.
+CONFIG_FACTORIES = {"vit": vit_config, "landmark": landmark_config, "crossvit": crossvit_config}
 
 
 def model_sizes(model_args, resolution):
@@ -392,8 +461,18 @@ def model_sizes(model_args, resolution):
             "dropout": model_args.dropout, "emb_dropout": model_args.emb_dropout}
 
 
+def fresh_config(model_args, resolution, **options):
+    """The config of a fresh ``--model_type`` model sized for images of ``resolution``; ``options`` are further
+    config fields."""
+    if model_args.model_type not in CONFIG_FACTORIES:
+        raise ValueError(f"--model_type {model_args.model_type!r} is not supported; choose one of "
+                         f"{sorted(CONFIG_FACTORIES)}")
+    sizes = model_sizes(model_args, resolution)
+    return CONFIG_FACTORIES[model_args.model_type](sizes, model_args.num_landmarks, **options)
+
+
 def build_model(model_args, data):
-    """``(model, processor)``: the saved model under new labels, or a fresh one from ``MODEL_FACTORIES``."""
+    """``(model, processor)``: the saved model under new labels, or a fresh one of ``--model_type``."""
     label2id = {name: i for i, name in data.id2label.items()}
     if model_args.model_name_or_path:
         model = AutoModelForImageClassification.from_pretrained(
@@ -401,11 +480,8 @@ def build_model(model_args, data):
             ignore_mismatched_sizes=True, trust_remote_code=model_args.trust_remote_code)
         processor = load_image_processor(model_args.model_name_or_path, model.config, model_args.trust_remote_code)
         return model, processor
-    if model_args.model_type not in MODEL_FACTORIES:
-        raise ValueError(f"--model_type {model_args.model_type!r} is not supported; choose one of "
-                         f"{sorted(MODEL_FACTORIES)}")
-    sizes = model_sizes(model_args, data.resolution)
-    model = MODEL_FACTORIES[model_args.model_type](sizes, data.id2label, model_args.num_landmarks)
+    config = fresh_config(model_args, data.resolution, id2label=data.id2label)
+    model = AutoModelForImageClassification.from_config(config)
     return model, default_image_processor(model.config.image_size, model.config.channels)
 
 
@@ -487,6 +563,22 @@ def plot_history(log_history, path):
     figure.savefig(path, dpi=100)
 
 
+def save_and_report(trainer, card, summary, start):
+    """Save the output folder with its model card (``card``: ``create_model_card``'s arguments), or with
+    ``--push_to_hub`` push it, then print ``summary`` with the wall time since ``start`` (main process only).
+
+    ``push_to_hub`` saves the model and writes the card itself, so the one upload holds the finished folder.
+    """
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(**card)
+    else:
+        trainer.save_model()
+        trainer.create_model_card(**card)
+    if trainer.is_world_process_zero():
+        print(f"{summary}, {time.perf_counter() - start:.0f} s wall time on {trainer.args.world_size} process(es); "
+              f"model in {trainer.args.output_dir}")
+
+
 def main(argv=None):
     """Train, evaluate, save (and with ``--push_to_hub`` push) a vitx classifier; returns the eval metrics."""
     start = time.perf_counter()
@@ -520,20 +612,12 @@ def main(argv=None):
     metrics = trainer.evaluate()
     trainer.save_metrics("eval", metrics)
     name = dataset_label(data_args)
-    card = dict(finetuned_from=model_args.model_name_or_path, tasks="image-classification", dataset=name,
-                tags=["image-classification", "vitx"])
     if trainer.is_world_process_zero():
         plot_history(trainer.state.log_history, os.path.join(training_args.output_dir, CURVES_NAME))
-    # push_to_hub saves the model and writes the card itself, so the one upload holds the finished folder.
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
-    else:
-        trainer.save_model()
-        trainer.create_model_card(**card)
-    if trainer.is_world_process_zero():
-        print(f"vitx: {name} {data.eval_split} accuracy {metrics['eval_accuracy']:.2%} on {len(data.eval)} images, "
-              f"{time.perf_counter() - start:.0f} s wall time on {training_args.world_size} process(es); "
-              f"model in {training_args.output_dir}")
+    save_and_report(trainer, dict(finetuned_from=model_args.model_name_or_path, tasks="image-classification",
+                                  dataset=name, tags=["image-classification", "vitx"]),
+                    f"vitx: {name} {data.eval_split} accuracy {metrics['eval_accuracy']:.2%} on {len(data.eval)} "
+                    f"images", start)
     return metrics
 
 

@@ -5,15 +5,16 @@ Helpers live in ``helpers.py``, the model families the shared tests run on in ``
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from concurrent.futures import Future
 
 import pytest
 import torch
+from huggingface_hub import HfApi, RepoUrl
 
-from helpers import PROJECT_ROOT, TINY
-# Still imported from here by test_train.py and test_pretrain.py, until they import from helpers.
-from helpers import run_isolated, tiny_cross_vit_kwargs  # noqa: F401
+from helpers import PROJECT_ROOT, TINY, TINY_MAE
 
 # One thread per test process, unless OMP_NUM_THREADS says otherwise; the fresh processes tests start inherit it.
 # Tiny models gain nothing from a second thread, and where another process holds the other core, OpenMP's
@@ -24,13 +25,17 @@ torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 @pytest.fixture(scope="session")
 def torchrun_launch(tmp_path_factory):
     """tests/distributed_run.py under ``torchrun --nproc_per_node 2`` (gloo on CPU, one thread per process), once
-    for every test that needs several processes; it runs scripts/train.py too, into ``OUT/train``.
+    for every test that needs several processes; it runs scripts/train.py and scripts/pretrain.py too, into
+    ``OUT/train`` and ``OUT/pretrain``.
 
     Returns ``(OUT, rank 0's results, stdout)``."""
     out = tmp_path_factory.mktemp("torchrun")
     (out / "train_args.json").write_text(json.dumps([
         *TINY, "--output_dir", str(out / "train"), "--max_steps", "4", "--max_eval_samples", "64",
         "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "--ddp_backend", "gloo"]))
+    (out / "pretrain_args.json").write_text(json.dumps([
+        *TINY_MAE, "--output_dir", str(out / "pretrain"), "--max_steps", "4", "--save_strategy", "no", "--use_cpu",
+        "--ddp_backend", "gloo"]))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(PROJECT_ROOT / "tests" / "distributed_run.py"), str(out)],
@@ -42,3 +47,28 @@ def torchrun_launch(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """The Hub, offline: ``(repos created, uploads)``, each upload ``(repo_id, path_in_repo, snapshot folder)``."""
+    repos, uploads = [], []
+
+    def create_repo(self, repo_id, **kwargs):
+        repos.append(repo_id)
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, ignore_patterns=None, run_as_future=False, **kwargs):
+        # What the Hub would receive: the folder as it is at the call, less the ignored names.
+        snapshot = tmp_path / f"upload-{len(uploads)}"
+        shutil.copytree(folder_path, snapshot, ignore=shutil.ignore_patterns(*(ignore_patterns or [])))
+        uploads.append((repo_id, kwargs.get("path_in_repo"), snapshot))
+        if not run_as_future:
+            return None
+        done = Future()
+        done.set_result(None)
+        return done
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return repos, uploads

@@ -10,7 +10,8 @@ training steps are defined here once, for the tests' one-process references and 
 - FSDP2 (``torch.distributed.fsdp.fully_shard``) on the three families (``FAMILIES``): a few SGD steps, the
   full weights saved with ``save_pretrained`` and a sharded checkpoint reloaded;
 - whether the Trainer's own ``fsdp`` flag shards on CPU;
-- scripts/train.py under torchrun, with the arguments in ``OUT_DIR/train_args.json``.
+- scripts/train.py and scripts/pretrain.py under torchrun, with the arguments in ``OUT_DIR/train_args.json``
+  and ``OUT_DIR/pretrain_args.json``.
 """
 
 import json
@@ -205,6 +206,7 @@ def _fsdp_case(head, out_dir, rank, world_size):
 def main(out_dir):
     from transformers import Trainer, TrainingArguments
 
+    import pretrain
     import train
 
     out_dir = Path(out_dir)
@@ -227,6 +229,7 @@ def main(out_dir):
                                         "distributed_type": trainer.accelerator.distributed_type.value}
 
     train.main(json.loads((out_dir / "train_args.json").read_text()))
+    pretrain.main(json.loads((out_dir / "pretrain_args.json").read_text()))
     if rank == 0:
         torch.save(results, out_dir / "results.pt")
     dist.destroy_process_group()

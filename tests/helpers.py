@@ -13,8 +13,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
+from sklearn.datasets import load_digits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TESTS = PROJECT_ROOT / "tests"
@@ -55,6 +57,29 @@ def run_isolated(code, tmp_path, timeout=240, hide_project=True):
 TINY = ["--image_size", "20", "--patch_size", "4", "--dim", "64", "--depth", "1", "--heads", "2", "--dim_head", "16",
         "--mlp_dim", "128", "--per_device_train_batch_size", "32", "--learning_rate", "1e-2", "--warmup_steps", "0",
         "--disable_tqdm", "true"]
+
+# scripts/pretrain.py's masked autoencoder small enough for a unit test: 20x20 inputs in 4x4 patches (25), one
+# encoder and one decoder block, on the first 64 training digits; the held-out loss on 32.
+TINY_MAE = ["--image_size", "20", "--patch_size", "4", "--dim", "32", "--depth", "1", "--heads", "2", "--dim_head", "16",
+            "--mlp_dim", "64", "--decoder_dim", "16", "--decoder_depth", "1", "--decoder_heads", "2",
+            "--decoder_dim_head", "8", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3",
+            "--warmup_steps", "0", "--max_train_samples", "64", "--max_eval_samples", "32", "--eval_strategy", "no",
+            "--dataloader_num_workers", "0", "--disable_tqdm", "true"]
+
+# What a scripts/train.py or scripts/pretrain.py output folder holds to load, as remote code too.
+CODE_FILES = {"configuration_vitx.py", "modeling_vitx.py"}
+MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"} | CODE_FILES
+
+
+def write_digit_folder(root, classes=("3", "8"), per_class=5):
+    """An image folder of real digit scans as PNGs, one subfolder per class."""
+    digits = load_digits()
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        scans = digits.images[digits.target == int(name)][:per_class]
+        for i, scan in enumerate(scans):
+            PIL.Image.fromarray(np.round(scan * 255 / 16).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
 
 
 def tiny_vit_kwargs(**overrides):

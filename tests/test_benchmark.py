@@ -79,3 +79,21 @@ def test_a_contender_that_fails_is_reported_not_fatal(monkeypatch):
     assert "broken" not in report[growth] and "vitx-landmark" in report[growth]
     assert "broken | failed: RuntimeError" in benchmark.format_report({"machine": {}, "matmul_gflops": 1.0,
                                                                        "dtype": "bfloat16", "highres": report})
+
+
+def test_quick_mae_section_times_a_pretraining_step_per_encoder(capsys):
+    report = benchmark.main(["--quick", "--sections", "mae", "--no-memory"])["mae"]
+    settings = benchmark.QUICK["mae"]
+    assert (report["image_size"], report["patches"], report["visible"]) == (64, 256, 64)
+    assert set(report) - {"image_size", "patches", "visible"} == {"vitx-landmark", "vitx-full"}
+    assert report["vitx-landmark"]["landmark_speedup"] == 1.0
+    assert report["vitx-full"]["seconds"] > 0 and report["vitx-landmark"]["seconds"] > 0
+    assert "MAE pretraining step 64x64 (256 patches, 64 visible)" in capsys.readouterr().out
+    # the step trains: every weight the loss reaches moves, and the encoder sees only the visible patches
+    model = benchmark.mae_contenders(settings)["vitx-landmark"]()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    seen = []
+    model.vitx.encoder.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    benchmark.pretraining_step(model, *benchmark.mae_inputs(settings, torch.device("cpu"), torch.float32))()
+    assert seen == [1 + 64]  # the CLS token and the visible patches
+    assert all(not torch.equal(p, before[name]) for name, p in model.named_parameters())

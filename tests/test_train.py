@@ -2,12 +2,10 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +13,15 @@ import PIL.Image
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image
-from huggingface_hub import HfApi, RepoUrl
 from safetensors.torch import load_file
-from sklearn.datasets import load_digits
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import train
-from conftest import TINY, run_isolated
+from helpers import MODEL_FILES, TINY, run_isolated, write_digit_folder
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(REPO / "scripts" / "train.py")
 SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per subprocess: test machines have few cores
-CODE_FILES = {"configuration_vitx.py", "modeling_vitx.py"}
-MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"} | CODE_FILES
 
 
 def run_script(*args, timeout=300):
@@ -36,17 +30,6 @@ def run_script(*args, timeout=300):
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
-
-
-def write_digit_folder(root, classes=("3", "8"), per_class=5):
-    """An image folder of real digit scans as PNGs, one subfolder per class."""
-    digits = load_digits()
-    for name in classes:
-        (root / name).mkdir(parents=True)
-        scans = digits.images[digits.target == int(name)][:per_class]
-        for i, scan in enumerate(scans):
-            PIL.Image.fromarray(np.round(scan * 255 / 16).astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
 
 
 def first_correct_digit(folder):
@@ -142,26 +125,8 @@ def test_fine_tune_a_saved_model_on_new_labels(trained, tmp_path):
     assert AutoImageProcessor.from_pretrained(folder).size == {"height": 20, "width": 20}
 
 
-def test_push_to_hub_uploads_a_folder_that_loads_as_remote_code(tmp_path, monkeypatch):
-    repos, uploads = [], []
-
-    def create_repo(self, repo_id, **kwargs):
-        repos.append(repo_id)
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def upload_folder(self, *, repo_id, folder_path, ignore_patterns=None, run_as_future=False, **kwargs):
-        # What the Hub would receive: the folder as it is at the call, less the ignored names.
-        snapshot = tmp_path / f"upload-{len(uploads)}"
-        shutil.copytree(folder_path, snapshot, ignore=shutil.ignore_patterns(*(ignore_patterns or [])))
-        uploads.append((repo_id, kwargs.get("path_in_repo"), snapshot))
-        if not run_as_future:
-            return None
-        done = Future()
-        done.set_result(None)
-        return done
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+def test_push_to_hub_uploads_a_folder_that_loads_as_remote_code(tmp_path, fake_hub):
+    repos, uploads = fake_hub
     folder = tmp_path / "model"
     train.main([*TINY, "--output_dir", folder, "--max_steps", "10", "--save_strategy", "steps", "--save_steps", "5",
                 "--eval_strategy", "no", "--push_to_hub", "--hub_model_id", "someone/vitx-digits"])
@@ -279,3 +244,34 @@ def test_label_outside_id2label_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"label column 'label' of split 'test' holds id -1 at row 2, outside "
                                          r"id2label \(ids 0\.\.1"):
         train.main([*TINY, "--dataset_name", tmp_path / "data", "--output_dir", tmp_path / "out"])
+
+
+def test_train_fraction_is_a_stratified_subset_and_keeps_the_held_out_split():
+    raw = train.load_raw_datasets(train.DataArguments())
+    full = train.prepare_data(raw, train.DataArguments())
+    tenth = train.prepare_data(raw, train.DataArguments(train_fraction=0.1))
+    assert len(tenth.train) == 144  # round(0.1 * 1,437)
+    assert tenth.eval["image"] == full.eval["image"] and tenth.eval["label"] == full.eval["label"]
+    per_class, tenth_per_class = (np.bincount(data.train["label"], minlength=10) for data in (full, tenth))
+    assert np.abs(tenth_per_class - per_class * 144 / 1437).max() < 1  # every class's share, rounded
+    rows = {value["bytes"]: label for value, label in zip(full.train["image"], full.train["label"])}
+    assert all(rows[value["bytes"]] == label for value, label in zip(tenth.train["image"], tenth.train["label"]))
+    # the same draw by count, whatever the training seed; --max_train_samples (the first N) applies before
+    assert train.prepare_data(raw, train.DataArguments(train_samples=144)).train["image"] == tenth.train["image"]
+    first = train.prepare_data(raw, train.DataArguments(max_train_samples=100, train_samples=10))
+    assert set(value["bytes"] for value in first.train["image"]) <= set(value["bytes"] for value in
+                                                                         full.train["image"][:100])
+
+
+def test_bad_subset_flags_are_named():
+    with pytest.raises(ValueError, match=r"--train_fraction must be in \(0, 1\], got 1.5"):
+        train.parse_args(["--train_fraction", "1.5"])
+    with pytest.raises(ValueError, match=r"--train_samples must be a positive number of examples, got 0"):
+        train.parse_args(["--train_samples", "0"])
+    with pytest.raises(ValueError, match=r"give either --train_fraction \(0.1\) or --train_samples \(5\), not both"):
+        train.parse_args(["--train_fraction", "0.1", "--train_samples", "5"])
+    raw = train.load_raw_datasets(train.DataArguments())
+    with pytest.raises(ValueError, match=r"--train_samples 2000 asks for 2000 of the 1437 training examples"):
+        train.prepare_data(raw, train.DataArguments(train_samples=2000))
+    with pytest.raises(ValueError, match=r"--train_fraction 0.0001 asks for 0 of the 1437 training examples"):
+        train.prepare_data(raw, train.DataArguments(train_fraction=0.0001))
