@@ -22,6 +22,20 @@ from helpers import PROJECT_ROOT, TINY, TINY_MAE
 torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "xdist_group(name): run on one pytest-xdist worker with the group's other tests")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks
+def pytest_collection_modifyitems(items):
+    """.ci/run spreads the tests over two pytest-xdist workers (``--dist loadgroup``). Tests that share an
+    expensive fixture go to one worker, so that it is built once: the torchrun launch, test_train.py's model."""
+    for item in items:
+        for fixture in ("torchrun_launch", "trained"):
+            if fixture in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(fixture))
+
+
 @pytest.fixture(scope="session")
 def torchrun_launch(tmp_path_factory):
     """tests/distributed_run.py under ``torchrun --nproc_per_node 2`` (gloo on CPU, one thread per process), once

@@ -78,20 +78,6 @@ def test_short_run_learns_and_leaves_a_complete_folder(trained):
         assert curves.format == "PNG" and curves.width > 300
 
 
-def test_pipeline_labels_a_digit_in_a_fresh_process(trained, tmp_path):
-    folder, _ = trained
-    image, name, probability = first_correct_digit(folder)
-    image.save(tmp_path / "digit.png")
-    top = run_isolated(f"""
-        import json
-        from transformers import pipeline
-        classify = pipeline("image-classification", model={str(folder)!r}, trust_remote_code=True)
-        print(json.dumps(classify({str(tmp_path / "digit.png")!r})[0]))
-    """, tmp_path)
-    assert top["label"] == name
-    assert top["score"] == pytest.approx(probability, abs=1e-5)
-
-
 @pytest.mark.parametrize("model_type, model_class", [("landmark", "VitxForImageClassification"),
                                                      ("crossvit", "CrossVitxForImageClassification")])
 def test_every_family_trains_and_saves(model_type, model_class, tmp_path):
@@ -125,7 +111,7 @@ def test_fine_tune_a_saved_model_on_new_labels(trained, tmp_path):
     assert AutoImageProcessor.from_pretrained(folder).size == {"height": 20, "width": 20}
 
 
-def test_push_to_hub_uploads_a_folder_that_loads_as_remote_code(tmp_path, fake_hub):
+def test_push_to_hub_uploads_a_folder_that_loads_as_remote_code_and_in_a_pipeline(tmp_path, fake_hub):
     repos, uploads = fake_hub
     folder = tmp_path / "model"
     train.main([*TINY, "--output_dir", folder, "--max_steps", "10", "--save_strategy", "steps", "--save_steps", "5",
@@ -138,17 +124,20 @@ def test_push_to_hub_uploads_a_folder_that_loads_as_remote_code(tmp_path, fake_h
         assert MODEL_FILES <= names and not any(name.startswith("checkpoint-") for name in names)
     final = uploads[-1][2]
     assert {"README.md", "eval_results.json", train.CURVES_NAME} <= {path.name for path in final.iterdir()}
-    image, _, _ = first_correct_digit(folder)
+    image, name, probability = first_correct_digit(folder)
     image.save(tmp_path / "digit.png")
+    # What a user of the pushed repo runs, in a process that cannot import the project: the model and its
+    # processor as remote code, and the image-classification pipeline.
     result = run_isolated(f"""
         import json, torch, PIL.Image
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
+        from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
         model = AutoModelForImageClassification.from_pretrained({str(final)!r}, trust_remote_code=True).eval()
         processor = AutoImageProcessor.from_pretrained({str(final)!r}, trust_remote_code=True)
         with torch.no_grad():
             logits = model(**processor(PIL.Image.open({str(tmp_path / "digit.png")!r}), return_tensors="pt")).logits
+        classify = pipeline("image-classification", model={str(final)!r}, trust_remote_code=True)
         print(json.dumps({{"module": type(model).__module__, "logits": logits[0].tolist(),
-                          "labels": model.config.id2label}}))
+                          "labels": model.config.id2label, "top": classify({str(tmp_path / "digit.png")!r})[0]}}))
     """, tmp_path)
     local = AutoModelForImageClassification.from_pretrained(folder).eval()
     processor = AutoImageProcessor.from_pretrained(folder)
@@ -157,6 +146,8 @@ def test_push_to_hub_uploads_a_folder_that_loads_as_remote_code(tmp_path, fake_h
     assert result["module"].startswith("transformers_modules.")
     assert result["labels"] == {str(i): str(i) for i in range(10)}
     torch.testing.assert_close(torch.tensor(result["logits"]), expected, atol=1e-5, rtol=1e-5)
+    assert result["top"]["label"] == name
+    assert result["top"]["score"] == pytest.approx(probability, abs=1e-5)
 
 
 def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
@@ -181,13 +172,14 @@ def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
     saved = json.loads((checkpoint / "trainer_state.json").read_text())
     assert 10 <= saved["global_step"] < 40
 
-    run_script(*args, "--output_dir", folder, "--resume_from_checkpoint", "last")
+    # The resumed and the reference runs go in process: the same code, without two more interpreter starts.
+    train.main([*args, "--output_dir", folder, "--resume_from_checkpoint", "last"])
     resumed = json.loads((folder / "trainer_state.json").read_text())
     assert resumed["global_step"] == 40
     assert resumed["log_history"][: len(saved["log_history"])] == saved["log_history"]
     # The same run without the kill ends with the same weights.
     reference = tmp_path / "reference"
-    run_script(*args, "--output_dir", reference)
+    train.main([*args, "--output_dir", reference])
     weights, expected = load_file(folder / "model.safetensors"), load_file(reference / "model.safetensors")
     assert weights.keys() == expected.keys()
     for name in expected:
