@@ -16,7 +16,7 @@ is the classic ViT of HF transformers and timm.
 import copy
 import importlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial, wraps
 from typing import Optional
 
@@ -684,6 +684,11 @@ class _CrossVitxStreams:
     sm_cross_attentions: Optional[tuple] = None
     lg_cross_attentions: Optional[tuple] = None
 
+    @staticmethod
+    def of(output):
+        """The per-stream fields of ``output``, by name."""
+        return {field.name: getattr(output, field.name) for field in fields(_CrossVitxStreams)}
+
 
 @dataclass
 class CrossVitxModelOutput(_CrossVitxStreams, BaseModelOutputWithPooling):
@@ -986,6 +991,12 @@ class CrossVitxModel(CrossVitxPreTrainedModel):
 # heads
 
 
+def _head_norm(config, encoder):
+    """The norm a head puts on the encoder's tokens: none where the encoder ``normalizes_output``, else a LayerNorm
+    (as vit-pytorch's efficient ViT)."""
+    return nn.Identity() if encoder.normalizes_output else nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+
+
 class VitxForImageClassification(VitxPreTrainedModel):
     """ViT with a linear head on the pooled token. Returns ``ImageClassifierOutput`` (loss with ``labels``).
 
@@ -998,8 +1009,7 @@ class VitxForImageClassification(VitxPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vitx = VitxModel(config, encoder)
-        self.head_norm = nn.Identity() if self.vitx.encoder.normalizes_output \
-            else nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.head_norm = _head_norm(config, self.vitx.encoder)
         self.classifier = nn.Linear(config.dim, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
@@ -1051,10 +1061,7 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
         logits = self.sm_classifier(outputs.sm_pooler_output) + self.lg_classifier(outputs.lg_pooler_output)
         output = CrossVitxImageClassifierOutput(
             loss=_image_classification_loss(logits, labels, self.config, num_items_in_batch), logits=logits,
-            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-            sm_hidden_states=outputs.sm_hidden_states, lg_hidden_states=outputs.lg_hidden_states,
-            sm_attentions=outputs.sm_attentions, lg_attentions=outputs.lg_attentions,
-            sm_cross_attentions=outputs.sm_cross_attentions, lg_cross_attentions=outputs.lg_cross_attentions,
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions, **_CrossVitxStreams.of(outputs),
         )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
@@ -1124,8 +1131,7 @@ class VitxForPreTraining(VitxPreTrainedModel):
         config, encoder = _config_for_encoder(config, encoder)
         super().__init__(config)
         self.vitx = VitxModel(config, encoder)
-        self.head_norm = nn.Identity() if self.vitx.encoder.normalizes_output \
-            else nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.head_norm = _head_norm(config, self.vitx.encoder)
         self.decoder = VitxMAEDecoder(config)
         self.post_init()
 

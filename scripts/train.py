@@ -186,8 +186,15 @@ def parse_args(argv=None, dataclass_types=(ModelArguments, DataArguments, Traini
         args=argv, return_remaining_strings=True)
     parser = HfArgumentParser(dataclass_types)
     parser.set_defaults(**defaults)
-    return parser.parse_args_into_dataclasses(
+    parsed = parser.parse_args_into_dataclasses(
         args=[f"--output_dir=outputs/{dataset_label(data_args)}-{folder_suffix}", *argv])
+    for args in parsed:
+        if isinstance(args, TrainingArguments) and args.fsdp and args.device.type == "cpu":
+            # accelerate enables FSDP only on accelerators: on CPU the Trainer would train plain
+            # DistributedDataParallel, every process holding the whole model, without a word.
+            raise ValueError("--fsdp shards only on accelerators (GPUs), and this run is on the CPU: drop --fsdp "
+                             "to train data-parallel on CPU processes (torchrun, gloo).")
+    return parsed
 
 
 # data

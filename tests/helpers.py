@@ -71,6 +71,19 @@ CODE_FILES = {"configuration_vitx.py", "modeling_vitx.py"}
 MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"} | CODE_FILES
 
 
+def torchrun_script_folder(torchrun_launch, name, summary_prefix):
+    """The folder ``OUT/name`` a script wrote in the shared torchrun launch (``conftest.torchrun_launch``), after
+    checking that only one of its two processes reported (a line starting ``summary_prefix``), that it ran the
+    launch's 4 steps, and that the folder is complete."""
+    out, _, stdout = torchrun_launch
+    folder = out / name
+    summaries = [line for line in stdout.splitlines() if line.startswith(summary_prefix)]
+    assert len(summaries) == 1 and "on 2 process(es)" in summaries[0]
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
+    assert MODEL_FILES <= {path.name for path in folder.iterdir()}
+    return folder
+
+
 def write_digit_folder(root, classes=("3", "8"), per_class=5):
     """An image folder of real digit scans as PNGs, one subfolder per class."""
     digits = load_digits()

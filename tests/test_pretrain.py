@@ -12,7 +12,7 @@ from transformers import AutoModelForImageClassification, AutoModelForPreTrainin
 
 import pretrain
 import train
-from helpers import CODE_FILES, MODEL_FILES, TINY_MAE, tiny_cross_vit_kwargs, write_digit_folder
+from helpers import CODE_FILES, MODEL_FILES, TINY_MAE, tiny_cross_vit_kwargs, torchrun_script_folder, write_digit_folder
 from configuration_vitx import CrossVitxConfig
 from modeling_vitx import CrossVitxForImageClassification, VitxForPreTraining
 
@@ -77,12 +77,8 @@ def test_resumed_run_ends_as_the_uninterrupted_one(tmp_path):
 
 
 def test_torchrun_two_processes_write_one_folder(torchrun_launch):
-    out, _, stdout = torchrun_launch  # the launch ran the script on two processes with gloo, into OUT/pretrain
-    folder = out / "pretrain"
-    summaries = [line for line in stdout.splitlines() if line.startswith("vitx-mae:")]
-    assert len(summaries) == 1 and "on 2 process(es)" in summaries[0]
-    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
-    assert MODEL_FILES | {"README.md", pretrain.RECONSTRUCTIONS_NAME} <= {path.name for path in folder.iterdir()}
+    folder = torchrun_script_folder(torchrun_launch, "pretrain", "vitx-mae:")  # two processes with gloo
+    assert {"README.md", pretrain.RECONSTRUCTIONS_NAME} <= {path.name for path in folder.iterdir()}
     assert type(AutoModelForPreTraining.from_pretrained(folder)) is VitxForPreTraining
 
 

@@ -16,8 +16,9 @@ from datasets import ClassLabel, Dataset, Features, Image
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+import pretrain
 import train
-from helpers import MODEL_FILES, TINY, run_isolated, write_digit_folder
+from helpers import MODEL_FILES, TINY, run_isolated, torchrun_script_folder, write_digit_folder
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(REPO / "scripts" / "train.py")
@@ -187,17 +188,21 @@ def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
 
 
 def test_torchrun_two_processes_write_one_loadable_model(torchrun_launch):
-    out, _, stdout = torchrun_launch  # the launch ran the script on two processes with gloo, into OUT/train
-    folder = out / "train"
-    summaries = [line for line in stdout.splitlines() if line.startswith("vitx:")]
-    assert len(summaries) == 1 and "on 2 process(es)" in summaries[0]
-    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
-    assert MODEL_FILES <= {path.name for path in folder.iterdir()}
+    folder = torchrun_script_folder(torchrun_launch, "train", "vitx:")  # two processes with gloo
     model = AutoModelForImageClassification.from_pretrained(folder)
     assert model.config.id2label[7] == "7"
 
 
 # bad input: each a clear error naming the file or column, raised before training starts
+
+
+@pytest.mark.parametrize("script", ["train", "pretrain"])
+def test_fsdp_on_cpu_is_refused(script, tmp_path):
+    # The Trainer would train DistributedDataParallel instead, without a word (tests/test_fsdp.py holds that).
+    main = train.main if script == "train" else pretrain.main
+    with pytest.raises(ValueError, match=r"^--fsdp shards only on accelerators \(GPUs\), and this run is on the CPU"):
+        main(["--fsdp", "full_shard", "--use_cpu", "--output_dir", tmp_path / "out"])
+    assert not (tmp_path / "out").exists()
 
 
 def test_corrupt_image_is_named_before_training(tmp_path):
