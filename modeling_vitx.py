@@ -323,9 +323,9 @@ class VitxLandmarkAttention(VitxAttention):
     def attend(self, q, k, v, output_attentions):
         tokens = q.shape[-2]
         padding = (self.num_landmarks - tokens % self.num_landmarks) % self.num_landmarks
-        k_padded, v_padded = F.pad(k, (0, 0, padding, 0)), F.pad(v, (0, 0, padding, 0))
-        q_landmarks, k_landmarks = (F.pad(t, (0, 0, padding, 0)).unflatten(-2, (self.num_landmarks, -1)).mean(dim=-2)
-                                    for t in (q, k))
+        q_padded, k_padded, v_padded = (F.pad(t, (0, 0, padding, 0)) if padding else t for t in (q, k, v))
+        q_landmarks, k_landmarks = (t.unflatten(-2, (self.num_landmarks, -1)).mean(dim=-2) for t in (q_padded, k_padded))
+        del q_padded  # only its landmark means are needed: the padded copy goes before the attention products
         kernel = (q_landmarks @ k_landmarks.transpose(-1, -2) * self.scale).softmax(dim=-1)
         if output_attentions or self.config._attn_implementation == "eager":
             to_landmarks = (q @ k_landmarks.transpose(-1, -2) * self.scale).softmax(dim=-1)

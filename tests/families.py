@@ -9,8 +9,8 @@ classes, and what it can do. Shared tests parametrize over the names whose entri
   losses, output tuples, dropout, the Trainer.
 - ``MODELS``: every model vitx saves, the masked autoencoder (MAE) pretraining model included: save/load, Auto
   classes, remote code, bfloat16.
-- ``families(blocks=True)``: every model built of vitx blocks (``VitxLayer``), whatever its head: activation
-  checkpointing.
+- ``BUILT_OF_BLOCKS``: every model built of vitx blocks (``VitxLayer``), whatever its head (``FAMILIES`` and the
+  MAE pretraining model): activation checkpointing, offload, hooks, PEFT, export.
 
 Each tiny model is small enough for a unit test (32x32 images, 2 blocks per stream) and has no dropout, so train
 and eval mode compute the same function.
@@ -75,6 +75,7 @@ def families(**wanted):
 
 CLASSIFIERS = families(auto="AutoModelForImageClassification")
 FAMILIES = tuple(name for name in CLASSIFIERS if TABLE[name].blocks)
+BUILT_OF_BLOCKS = families(blocks=True)  # FAMILIES and the MAE pretraining model
 MODELS = tuple(TABLE)
 
 # Overrides giving each family one block per stream, for tests whose cost grows with every op traced

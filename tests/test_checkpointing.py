@@ -9,11 +9,10 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from families import families, tiny_inputs, tiny_model
+from families import BUILT_OF_BLOCKS, tiny_inputs, tiny_model
 from helpers import enable_activation_checkpointing
 from modeling_vitx import GradientCheckpointingLayer, VitxLayer
 
-BUILT_OF_BLOCKS = families(blocks=True)
 
 
 def blocks(model):

@@ -1,5 +1,6 @@
 """torch.export and ONNX (dynamo and legacy exporters, run with onnxruntime) with a dynamic batch axis: every
-family exported at batch 2 and run at batch 3 agrees with eager."""
+model built of vitx blocks (the classifiers, and the MAE pretraining model with its masking noise as an input)
+exported at batch 2 and run at batch 3 agrees with eager."""
 
 import warnings
 
@@ -7,7 +8,7 @@ import onnxruntime
 import pytest
 import torch
 
-from families import FAMILIES, ONE_BLOCK, tiny_model, tiny_pixels
+from families import BUILT_OF_BLOCKS, ONE_BLOCK, tiny_inputs, tiny_model
 
 
 class Logits(torch.nn.Module):
@@ -21,37 +22,54 @@ class Logits(torch.nn.Module):
         return self.model(pixel_values).logits
 
 
-def run_onnx(path, pixels):
+class Reconstruction(Logits):
+    """The masked autoencoder as exporters take it: pixels and masking noise in, reconstructed patches out."""
+
+    def forward(self, pixel_values, noise):
+        return self.model(pixel_values, noise=noise).logits
+
+
+def run_onnx(path, inputs):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: pixels.numpy()})[0])
+    feed = {given.name: tensor.numpy() for given, tensor in zip(session.get_inputs(), inputs.values())}
+    return torch.from_numpy(session.run(None, feed)[0])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+def exported_inputs(family, batch):
+    """What the exported module takes: ``tiny_inputs`` less the labels (the MAE keeps its noise)."""
+    inputs = tiny_inputs(family, batch)
+    inputs.pop("labels", None)
+    return inputs
+
+
+@pytest.mark.parametrize("family", BUILT_OF_BLOCKS)
 def test_export_and_onnx_runtime_agree_with_eager_at_another_batch_size(family, tmp_path):
     """All three exporters are tried and every failure reported, each with its error or its largest difference."""
-    model = Logits(tiny_model(family, **ONE_BLOCK[family]))
-    example, pixels = tiny_pixels(family, batch=2), tiny_pixels(family, batch=3)
+    example, inputs = exported_inputs(family, batch=2), exported_inputs(family, batch=3)
+    model = (Reconstruction if "noise" in example else Logits)(tiny_model(family, **ONE_BLOCK[family]))
     with torch.no_grad():
-        expected = model(pixels)
+        expected = model(**inputs)
     batch = torch.export.Dim("batch", min=1, max=64)
+    dynamic_shapes = {name: {0: batch} for name in example}
     program = None
 
     def torch_export():
         nonlocal program
-        program = torch.export.export(model, (example,), dynamic_shapes={"pixel_values": {0: batch}})
-        return program.module()(pixels)
+        program = torch.export.export(model, tuple(example.values()), dynamic_shapes=dynamic_shapes)
+        return program.module()(*inputs.values())
 
     def onnx_dynamo():
-        exported = program or torch.export.export(model, (example,), dynamic_shapes={"pixel_values": {0: batch}})
-        torch.onnx.export(exported, (example,), f=tmp_path / "dynamo.onnx", dynamo=True)
-        return run_onnx(tmp_path / "dynamo.onnx", pixels)
+        exported = program or torch.export.export(model, tuple(example.values()), dynamic_shapes=dynamic_shapes)
+        torch.onnx.export(exported, tuple(example.values()), f=tmp_path / "dynamo.onnx", dynamo=True)
+        return run_onnx(tmp_path / "dynamo.onnx", inputs)
 
     def onnx_legacy():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, still used
-            torch.onnx.export(model, (example,), tmp_path / "legacy.onnx", dynamo=False, input_names=["pixel_values"],
-                              output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}})
-        return run_onnx(tmp_path / "legacy.onnx", pixels)
+            torch.onnx.export(model, tuple(example.values()), tmp_path / "legacy.onnx", dynamo=False,
+                              input_names=list(example), output_names=["logits"],
+                              dynamic_axes={name: {0: "batch"} for name in example})
+        return run_onnx(tmp_path / "legacy.onnx", inputs)
 
     failures = []
     for exporter in (torch_export, onnx_dynamo, onnx_legacy):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from captum.attr import LayerActivation, LayerGradCam
 
-from families import FAMILIES, tiny_model, tiny_pixels
+from families import BUILT_OF_BLOCKS, FAMILIES, tiny_inputs, tiny_model, tiny_pixels
 from modeling_vitx import VitxLayer
 
 
@@ -36,9 +36,9 @@ def grad_mode(model, mode):
     return {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode, contextlib.nullcontext)()
 
 
-def record_outputs(model, pixels, mode):
-    """Run ``model`` in grad ``mode`` with a hook on every submodule; returns {module name: [(tensor it returned,
-    copy taken when it returned), ...]} for the modules whose forward ran."""
+def record_outputs(model, inputs, mode):
+    """Run ``model`` on ``inputs`` (with its loss) in grad ``mode`` with a hook on every submodule; returns
+    {module name: [(tensor it returned, copy taken when it returned), ...]} for the modules whose forward ran."""
     names = {module: name or "<model>" for name, module in model.named_modules()}
     recorded = {}
 
@@ -47,31 +47,31 @@ def record_outputs(model, pixels, mode):
 
     handles = [module.register_forward_hook(record) for module in model.modules()]
     with grad_mode(model, mode):
-        model(pixels, output_attentions=True, output_hidden_states=True)
+        model(**inputs, output_attentions=True, output_hidden_states=True)
     for handle in handles:
         handle.remove()
     return recorded
 
 
 @pytest.mark.parametrize("mode", GRAD_MODES)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", BUILT_OF_BLOCKS)
 def test_no_module_output_is_modified_after_it_returns(family, mode):
     """A hook on every submodule keeps each returned tensor and a copy; after the forward they must still agree
     (in-place residual sums or activations on a returned tensor would make feature extraction read wrong values)."""
-    recorded = record_outputs(tiny_model(family), tiny_pixels(family), mode)
+    recorded = record_outputs(tiny_model(family), tiny_inputs(family), mode)
     changed = [f"{name}[{i}]: max change {(kept - copy).abs().max().item():.3g}"
                for name, pairs in recorded.items() for i, (kept, copy) in enumerate(pairs) if not torch.equal(kept, copy)]
     assert not changed, f"{len(changed)} module outputs changed after they were returned: {changed[:8]}"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", BUILT_OF_BLOCKS)
 def test_every_module_runs_its_own_forward(family):
     """Each module's parameters are used through its forward, so its hooks (PEFT's, accelerate's offload) see them:
     every module but the containers runs."""
     model = tiny_model(family)
     containers = {name for name, module in model.named_modules()
                   if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict))}
-    ran = set(record_outputs(model, tiny_pixels(family), "grad"))
+    ran = set(record_outputs(model, tiny_inputs(family), "grad"))
     never_ran = {name or "<model>" for name, _ in model.named_modules()} - containers - ran
     assert not never_ran, f"modules whose forward never ran: {sorted(never_ran)}"
 

@@ -4,7 +4,7 @@ modules a device map must not split exist."""
 import pytest
 import torch
 
-from families import FAMILIES, families, model_class, tiny_model, tiny_pixels
+from families import BUILT_OF_BLOCKS, FAMILIES, model_class, tiny_model, tiny_pixels
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -23,7 +23,7 @@ def test_disk_offloaded_logits_equal_in_memory_logits(family, tmp_path):
     torch.testing.assert_close(logits, expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("family", families(blocks=True))
+@pytest.mark.parametrize("family", BUILT_OF_BLOCKS)
 def test_no_split_modules_name_real_modules(family):
     model = tiny_model(family)
     present = {type(m).__name__ for m in model.modules()}
