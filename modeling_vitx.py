@@ -687,7 +687,10 @@ class _CrossVitxStreams:
     @staticmethod
     def of(output):
         """The per-stream fields of ``output``, by name."""
-        return {field.name: getattr(output, field.name) for field in fields(_CrossVitxStreams)}
+        return {name: getattr(output, name) for name in _CROSSVITX_STREAM_FIELDS}
+
+
+_CROSSVITX_STREAM_FIELDS = tuple(field.name for field in fields(_CrossVitxStreams))  # a constant torch.compile reads
 
 
 @dataclass
