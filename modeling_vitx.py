@@ -1,8 +1,9 @@
 """vitx: Vision Transformers as Hugging Face models.
 
 Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoders, pretrained base, models,
-heads, pretraining (the masked autoencoder), registration. The data path: ``pixel_values`` -> embeddings (patches, CLS token, positions) -> an
-encoder (any module that keeps the encoder contract of ``VitxEncoderBase``) -> the pooled token -> a head.
+heads, pretraining (the masked autoencoder), registration. The data path: ``pixel_values`` -> embeddings
+(patches, CLS token, positions) -> an encoder (any module that keeps the encoder contract of ``VitxEncoderBase``)
+-> the pooled token -> a head.
 
 One attention module serves every family: ``F.scaled_dot_product_attention``, or the explicit softmax when
 attention maps are requested or the model's ``attn_implementation`` is ``"eager"``. Blocks take their sizes as
@@ -16,7 +17,7 @@ is the classic ViT of HF transformers and timm.
 import copy
 import importlib
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial, wraps
 from typing import Optional
 
@@ -684,14 +685,6 @@ class _CrossVitxStreams:
     sm_cross_attentions: Optional[tuple] = None
     lg_cross_attentions: Optional[tuple] = None
 
-    @staticmethod
-    def of(output):
-        """The per-stream fields of ``output``, by name."""
-        return {name: getattr(output, name) for name in _CROSSVITX_STREAM_FIELDS}
-
-
-_CROSSVITX_STREAM_FIELDS = tuple(field.name for field in fields(_CrossVitxStreams))  # a constant torch.compile reads
-
 
 @dataclass
 class CrossVitxModelOutput(_CrossVitxStreams, BaseModelOutputWithPooling):
@@ -1064,7 +1057,10 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
         logits = self.sm_classifier(outputs.sm_pooler_output) + self.lg_classifier(outputs.lg_pooler_output)
         output = CrossVitxImageClassifierOutput(
             loss=_image_classification_loss(logits, labels, self.config, num_items_in_batch), logits=logits,
-            hidden_states=outputs.hidden_states, attentions=outputs.attentions, **_CrossVitxStreams.of(outputs),
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            sm_hidden_states=outputs.sm_hidden_states, lg_hidden_states=outputs.lg_hidden_states,
+            sm_attentions=outputs.sm_attentions, lg_attentions=outputs.lg_attentions,
+            sm_cross_attentions=outputs.sm_cross_attentions, lg_cross_attentions=outputs.lg_cross_attentions,
         )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 

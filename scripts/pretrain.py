@@ -281,8 +281,7 @@ def main(argv=None):
     model, processor = build_model(model_args, mae_args, data.resolution)
     if not model_args.model_name_or_path:
         model.config.name_or_path = training_args.output_dir  # the model card names a fresh model by its folder
-    augment = dict(max_rotation=data_args.max_rotation, max_shift=data_args.max_shift,
-                   max_scale=data_args.max_scale) if data_args.augment else None
+    augment = train.augmentation(data_args)
     held_out_images = held_out(data.eval, processor, data.image_column, model.config.num_patches)
     trainer = PretrainingTrainer(
         model=model, args=training_args, processing_class=processor, eval_dataset=held_out_images,

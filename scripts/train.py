@@ -586,6 +586,13 @@ def save_and_report(trainer, card, summary, start):
               f"model in {trainer.args.output_dir}")
 
 
+def augmentation(data_args):
+    """``ImageTransform``'s ``augment`` from the data flags: the affine ranges, or None with ``--augment false``."""
+    if not data_args.augment:
+        return None
+    return dict(max_rotation=data_args.max_rotation, max_shift=data_args.max_shift, max_scale=data_args.max_scale)
+
+
 def main(argv=None):
     """Train, evaluate, save (and with ``--push_to_hub`` push) a vitx classifier; returns the eval metrics."""
     start = time.perf_counter()
@@ -602,8 +609,7 @@ def main(argv=None):
         # The Trainer's model card calls a model fine-tuned from its `name_or_path` unless that is
         # a folder; a fresh model is named after the folder it is trained into.
         model.config.name_or_path = training_args.output_dir
-    augment = dict(max_rotation=data_args.max_rotation, max_shift=data_args.max_shift,
-                   max_scale=data_args.max_scale) if data_args.augment else None
+    augment = augmentation(data_args)
     trainer = Trainer(
         model=model, args=training_args, processing_class=processor, compute_metrics=classification_metrics,
         train_dataset=data.train.with_transform(ImageTransform(processor, data.image_column, data.label_column,
