@@ -158,7 +158,14 @@ class VitxConfig(PretrainedConfig):
             equal to the patch size, without the two LayerNorms.
         qkv_bias (`bool`, defaults to `False`): biases on the query/key/value projection.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
-        initializer_range (`float`, defaults to 0.02): std of the truncated normal used to initialize weights.
+        initializer_range (`float`, *optional*): `None` (the default) initializes every linear and convolution
+            layer as PyTorch does (uniform in +-1/sqrt(fan_in), vit-pytorch's and nystrom-attention's
+            initialization); a float draws their weights from a truncated normal of that std with zero biases
+            (transformers' ViT and timm use 0.02; folders converted from them keep it).
+        position_init_std (`float`, defaults to 1.0): std of the normal draw of the learned position embeddings
+            and the CLS token (and of the pretraining decoder's positions and mask token). 1.0 matches the unit
+            scale of the tokens they are added to: the patch embeddings end in a LayerNorm
+            (`patch_norm=True`), and at 0.02 the positions would be lost in them.
         encoder (`str`, defaults to `"vit"`): the registered encoder to build (`"vit"`, `"landmark"`,
             `"x-transformers"`, or a name added with `modeling_vitx.register_encoder`). `"module"` records a model
             built around a user-supplied encoder module.
@@ -211,7 +218,8 @@ class VitxConfig(PretrainedConfig):
         patch_norm=True,
         qkv_bias=False,
         layer_norm_eps=1e-5,
-        initializer_range=0.02,
+        initializer_range=None,
+        position_init_std=1.0,
         encoder="vit",
         encoder_kwargs=None,
         masking_ratio=0.75,
@@ -243,7 +251,9 @@ class VitxConfig(PretrainedConfig):
         self.patch_norm = _check_bool("patch_norm", patch_norm)
         self.qkv_bias = _check_bool("qkv_bias", qkv_bias)
         self.layer_norm_eps = _check_positive_float("layer_norm_eps", layer_norm_eps)
-        self.initializer_range = initializer_range
+        self.initializer_range = None if initializer_range is None else _check_positive_float(
+            "initializer_range", initializer_range)
+        self.position_init_std = _check_positive_float("position_init_std", position_init_std)
         self.encoder, self.encoder_kwargs = _check_encoder(encoder, encoder_kwargs)
         if isinstance(masking_ratio, bool) or not isinstance(masking_ratio, Real) or not 0 < masking_ratio < 1:
             raise ValueError(f"`masking_ratio` must be a float in (0, 1), got {masking_ratio!r}.")
@@ -318,7 +328,14 @@ class CrossVitxConfig(PretrainedConfig):
         channels (`int`, defaults to 3): image channels (`num_channels`).
         qkv_bias (`bool`, defaults to `False`): biases on the query/key/value projections.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
-        initializer_range (`float`, defaults to 0.02): std of the truncated normal used to initialize weights.
+        initializer_range (`float`, *optional*): `None` (the default) initializes every linear and convolution
+            layer as PyTorch does (uniform in +-1/sqrt(fan_in), vit-pytorch's and nystrom-attention's
+            initialization); a float draws their weights from a truncated normal of that std with zero biases
+            (transformers' ViT and timm use 0.02; folders converted from them keep it).
+        position_init_std (`float`, defaults to 1.0): std of the normal draw of the learned position embeddings
+            and the CLS token (and of the pretraining decoder's positions and mask token). 1.0 matches the unit
+            scale of the tokens they are added to: the patch embeddings end in a LayerNorm
+            (`patch_norm=True`), and at 0.02 the positions would be lost in them.
 
     Example:
 
@@ -365,7 +382,8 @@ class CrossVitxConfig(PretrainedConfig):
         channels=3,
         qkv_bias=False,
         layer_norm_eps=1e-5,
-        initializer_range=0.02,
+        initializer_range=None,
+        position_init_std=1.0,
         **kwargs,
     ):
         self.image_size = _check_size("image_size", image_size)
@@ -389,7 +407,9 @@ class CrossVitxConfig(PretrainedConfig):
         self.emb_dropout = _check_probability("emb_dropout", emb_dropout)
         self.qkv_bias = _check_bool("qkv_bias", qkv_bias)
         self.layer_norm_eps = _check_positive_float("layer_norm_eps", layer_norm_eps)
-        self.initializer_range = initializer_range
+        self.initializer_range = None if initializer_range is None else _check_positive_float(
+            "initializer_range", initializer_range)
+        self.position_init_std = _check_positive_float("position_init_std", position_init_std)
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
 

@@ -8,7 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-from families import CLASSIFIERS, FAMILIES, MODELS, TABLE, tiny_inputs, tiny_model, tiny_pixels
+from configuration_vitx import VitxConfig
+from families import BUILT_OF_BLOCKS, CLASSIFIERS, MODELS, TABLE, tiny_inputs, tiny_model, tiny_pixels
+from helpers import tiny_vit_kwargs
+from modeling_vitx import VitxForImageClassification
 
 
 @pytest.mark.parametrize("family", CLASSIFIERS)
@@ -64,17 +67,78 @@ def test_dropout_only_in_training(family):
     assert not torch.allclose(model(img).logits, model(img).logits)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+def _fan_in_bound(module):
+    return module.weight[0].numel() ** -0.5
+
+
+@pytest.mark.parametrize("family", BUILT_OF_BLOCKS)
 def test_init_weights(family):
-    """Positions and the linear layers drawn small (truncated normal, std 0.02), never zero; LayerNorms the
+    """vit-pytorch's initialization: every linear and convolution layer uniform in +-1/sqrt(fan_in) (std
+    1/sqrt(3 fan_in)); positions, CLS and mask tokens normal with std ``position_init_std``; LayerNorms the
     identity."""
-    model = tiny_model(family)
-    positions = [p for name, p in model.named_parameters() if name.endswith("position_embeddings")]
-    assert positions and all(p.std() < 0.05 and p.abs().sum() > 0 for p in positions)
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    assert linears and all(m.weight.std() < 0.05 and m.weight.abs().sum() > 0 for m in linears)
+    model = TABLE[family].head(TABLE[family].config(dim=64, heads=2, dim_head=32, mlp_dim=128)
+                               if family != "crossvit" else TABLE[family].config())
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert layers
+    for layer in layers:
+        bound = _fan_in_bound(layer)
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+        if layer.weight.numel() >= 2048:  # enough draws for the std to be within a few percent
+            assert abs(layer.weight.std().item() / (bound / 3 ** 0.5) - 1) < 0.1, layer
+        if layer.bias is not None:
+            assert layer.bias.abs().max() <= bound and layer.bias.any()
+    tokens = [p for name, p in model.named_parameters() if name.endswith(("position_embeddings", "cls_token",
+                                                                           "mask_token"))]
+    assert tokens and all(abs(p.std().item() - 1) < 0.25 for p in tokens if p.numel() >= 512)
+    assert all(p.abs().sum() > 0 for p in tokens)
     norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
     assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in norms)
+
+
+def test_init_weights_follow_the_config():
+    """``initializer_range=0.02`` gives transformers' truncated normal and zero biases; ``position_init_std``
+    scales the positions and the CLS token."""
+    model = VitxForImageClassification(VitxConfig(**tiny_vit_kwargs(dim=64, heads=2, dim_head=32, mlp_dim=128),
+                                                  initializer_range=0.02, position_init_std=0.25))
+    for layer in (m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))):
+        assert layer.weight.abs().max() <= 6 * 0.02 and (layer.bias is None or not layer.bias.any())
+        if layer.weight.numel() >= 2048:
+            assert abs(layer.weight.std().item() / 0.02 - 1) < 0.1
+    positions = model.vitx.embeddings.position_embeddings
+    assert abs(positions.std().item() - 0.25) < 0.05
+
+
+def test_fresh_weights_are_drawn_like_vit_pytorchs():
+    """A fresh vitx ViT and a fresh vit-pytorch ViT of the same sizes: each weight drawn from the same law
+    (compared through the converter's name mapping)."""
+    vit_pytorch = pytest.importorskip("vit_pytorch")
+    from convert_vit_pytorch import convert
+    kwargs = dict(image_size=32, patch_size=4, num_classes=10, dim=128, depth=2, heads=4, dim_head=32, mlp_dim=256)
+    torch.manual_seed(0)
+    peer = vit_pytorch.ViT(**kwargs)
+    converted = convert("vit", peer.state_dict(), kwargs).state_dict()
+    fresh = VitxForImageClassification(VitxConfig(**kwargs)).state_dict()
+    assert converted.keys() == fresh.keys()
+    for name, value in fresh.items():
+        expected = converted[name]
+        if expected.numel() < 1024 or expected.std() == 0:
+            continue
+        assert abs(value.std().item() / expected.std().item() - 1) < 0.1, name
+        assert abs(value.abs().max().item() / expected.abs().max().item() - 1) < 0.35, name
+
+
+def test_a_new_head_gets_the_init_and_loaded_weights_stay(tmp_path):
+    """A folder loaded under new labels: every saved weight as saved, the new head drawn by ``_init_weights``."""
+    model = VitxForImageClassification(VitxConfig(**tiny_vit_kwargs(dim=64, heads=2, dim_head=32, mlp_dim=128)))
+    model.save_pretrained(tmp_path)
+    reloaded = VitxForImageClassification.from_pretrained(tmp_path, num_labels=3, ignore_mismatched_sizes=True)
+    saved = model.state_dict()
+    for name, value in reloaded.state_dict().items():
+        if not name.startswith("classifier."):
+            assert torch.equal(value, saved[name]), name
+    head, bound = reloaded.classifier, _fan_in_bound(reloaded.classifier)
+    assert head.weight.shape == (3, 64) and 0.8 * bound < head.weight.abs().max() <= bound
+    assert head.bias.abs().max() <= bound and head.bias.any()
 
 
 class _RandomImages(torch.utils.data.Dataset):
