@@ -31,17 +31,20 @@ from typing import Optional
 import torch
 from datasets import Dataset
 from matplotlib.figure import Figure
-from transformers import AutoConfig, AutoModelForPreTraining, Trainer, TrainingArguments, set_seed
+from transformers import AutoConfig, AutoModelForPreTraining, Trainer, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import train  # noqa: E402
-from train import ImageDataArguments, ImageTransform, ModelArguments  # noqa: E402
-from vitx_common import default_image_processor, load_image_processor  # noqa: E402
+import modeling_vitx  # noqa: E402,F401  (registers vitx with the Auto classes)
+from train import SIZE_PRESETS, TRAINING_DEFAULTS  # noqa: E402  (the recipe pretraining starts from)
+from vitx_common import (ImageDataArguments, ImageTransform, ModelArguments, augmentation, check_dataset,  # noqa: E402
+                         dataset_label, default_image_processor, fresh_config, image_resolution, load_image_processor,
+                         load_raw_datasets, make_trainer, parse_script_args, prepare_splits, save_and_report,
+                         start_run, train_and_evaluate)
 
 # The recipe, as TrainingArguments defaults (train.py's where pretraining has no reason to differ); any flag
 # given on the command line wins.
-PRETRAINING_DEFAULTS = {**train.TRAINING_DEFAULTS, "num_train_epochs": 40, "learning_rate": 1.5e-3,
+PRETRAINING_DEFAULTS = {**TRAINING_DEFAULTS, "num_train_epochs": 40, "learning_rate": 1.5e-3,
                         "adam_beta2": 0.95, "label_smoothing_factor": 0.0,
                         "dataloader_persistent_workers": True}  # many short epochs: no worker start-up each
 # Masked autoencoder settings of a fresh model; a saved model keeps its config's unless a flag says otherwise.
@@ -94,12 +97,11 @@ def prepare_images(raw, data_args):
     Labels are not needed; where the data has them, they stratify the held-out share of train as in
     ``scripts/train.py``, so that both scripts hold out the same images.
     """
-    train_images, eval_images, eval_split, image_column, _ = train.prepare_splits(raw, data_args,
-                                                                                 labels_required=False)
+    train_images, eval_images, eval_split, image_column, _ = prepare_splits(raw, data_args, labels_required=False)
     for dataset, split in ((train_images, "train"), (eval_images, eval_split)):
-        train.check_dataset(dataset, split, image_column, check_images=data_args.check_images)
+        check_dataset(dataset, split, image_column, check_images=data_args.check_images)
     return PreparedImages(train_images, eval_images, eval_split, image_column,
-                          train.image_resolution(train_images, image_column))
+                          image_resolution(train_images, image_column))
 
 
 class FixedMasks:
@@ -143,7 +145,8 @@ def build_model(model_args, mae_args, resolution):
         raise ValueError(f"--model_type {model_args.model_type!r} cannot be pretrained: masked autoencoder "
                          f"pretraining takes the ViT with the standard or landmark encoder (--model_type "
                          f"{' or '.join(PRETRAINABLE)}); CrossViT's two streams have no pretraining head")
-    model = AutoModelForPreTraining.from_config(train.fresh_config(model_args, resolution, **{**MAE_DEFAULTS, **given}))
+    config = fresh_config(model_args, resolution, SIZE_PRESETS, **{**MAE_DEFAULTS, **given})
+    model = AutoModelForPreTraining.from_config(config)
     return model, default_image_processor(model.config.image_size, model.config.channels)
 
 
@@ -158,13 +161,6 @@ def reconstruction_target(model, pixel_values):
     return (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6).sqrt()
 
 
-def batches(dataset, batch_size=256, limit=None):
-    """``dataset`` (with a transform) in batches of tensors, the first ``limit`` rows at most."""
-    rows = len(dataset) if limit is None else min(limit, len(dataset))
-    for start in range(0, rows, batch_size):
-        yield dataset[start:min(start + batch_size, rows)]
-
-
 @torch.no_grad()
 def reconstruction_losses(model, train_images, held_out_images):
     """Mean squared error over the hidden patches of ``held_out_images`` (with their fixed masks) of the model's
@@ -172,10 +168,11 @@ def reconstruction_losses(model, train_images, held_out_images):
     the mean of each image's own visible patches."""
     was_training, device = model.training, model.device
     model.eval()
+    first_images = train_images.select(range(min(MEAN_PATCH_IMAGES, len(train_images))))
     mean_patch = torch.cat([reconstruction_target(model, batch["pixel_values"].to(device))
-                            for batch in batches(train_images, limit=MEAN_PATCH_IMAGES)]).mean(dim=(0, 1))
+                            for batch in first_images.iter(batch_size=256)]).mean(dim=(0, 1))
     sums, hidden = {"loss": 0.0, "mean_patch_loss": 0.0, "visible_mean_loss": 0.0}, 0
-    for batch in batches(held_out_images):
+    for batch in held_out_images.iter(batch_size=256):
         pixel_values = batch["pixel_values"].to(device)
         out = model(pixel_values=pixel_values, noise=batch["noise"].to(device))
         target, mask = reconstruction_target(model, pixel_values), out.mask.bool()
@@ -269,31 +266,23 @@ def main(argv=None):
     """Pretrain, evaluate, save (and with ``--push_to_hub`` push) a vitx masked autoencoder; returns the eval
     metrics (``eval_reconstruction_loss`` and the baselines' ``eval_mean_patch_loss``, ``eval_visible_mean_loss``)."""
     start = time.perf_counter()
-    model_args, mae_args, data_args, training_args = train.parse_args(
+    model_args, mae_args, data_args, training_args = parse_script_args(
         argv, (ModelArguments, MaskedAutoencoderArguments, ImageDataArguments, TrainingArguments),
         PRETRAINING_DEFAULTS, folder_suffix="vitx-mae")
     # The Trainer computes an evaluation loss only for inputs it counts as labels; the pixels are the target.
     training_args.label_names, training_args.prediction_loss_only = ["pixel_values"], True
     training_args.dataloader_persistent_workers &= training_args.dataloader_num_workers > 0  # none to keep
-    train.configure_threads(training_args.dataloader_num_workers)
-    set_seed(training_args.seed)
-    data = prepare_images(train.load_raw_datasets(data_args), data_args)
+    start_run(training_args)
+    data = prepare_images(load_raw_datasets(data_args), data_args)
     model, processor = build_model(model_args, mae_args, data.resolution)
-    if not model_args.model_name_or_path:
-        model.config.name_or_path = training_args.output_dir  # the model card names a fresh model by its folder
-    augment = train.augmentation(data_args)
     held_out_images = held_out(data.eval, processor, data.image_column, model.config.num_patches)
-    trainer = PretrainingTrainer(
-        model=model, args=training_args, processing_class=processor, eval_dataset=held_out_images,
-        train_dataset=data.train.with_transform(ImageTransform(processor, data.image_column, augment=augment)))
-    if training_args.push_to_hub and trainer.is_world_process_zero():
-        train.copy_remote_code(model, training_args.output_dir)
-    checkpoint = train.resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-    metrics = trainer.evaluate()
-    name = train.dataset_label(data_args)
+    trainer = make_trainer(
+        model, training_args, model_args.model_name_or_path, PretrainingTrainer, processing_class=processor,
+        eval_dataset=held_out_images,
+        train_dataset=data.train.with_transform(ImageTransform(processor, data.image_column,
+                                                               augment=augmentation(data_args))))
+    metrics = train_and_evaluate(trainer)
+    name = dataset_label(data_args)
     if trainer.is_world_process_zero():
         train_images = data.train.with_transform(ImageTransform(processor, data.image_column))
         losses = reconstruction_losses(model, train_images, held_out_images)
@@ -302,14 +291,13 @@ def main(argv=None):
         plot_reconstructions(model, processor, held_out_images, os.path.join(training_args.output_dir,
                                                                              RECONSTRUCTIONS_NAME))
         trainer.card_section = card_section(model.config, name, data, losses)
-    trainer.save_metrics("eval", metrics)
     summary = f"vitx-mae: {name} {data.eval_split} reconstruction loss {metrics['eval_loss']:.4f}"
     if "eval_mean_patch_loss" in metrics:  # the main process's
         summary += (f" (mean patch {metrics['eval_mean_patch_loss']:.4f}, mean visible patch "
                     f"{metrics['eval_visible_mean_loss']:.4f})")
-    train.save_and_report(trainer, dict(finetuned_from=model_args.model_name_or_path, dataset=name,
-                                        tags=["masked-autoencoder", "vitx"]),
-                          f"{summary} on {len(data.eval)} images", start)
+    save_and_report(trainer, metrics, dict(finetuned_from=model_args.model_name_or_path, dataset=name,
+                                           tags=["masked-autoencoder", "vitx"]),
+                    f"{summary} on {len(data.eval)} images", start)
     return metrics
 
 

@@ -12,6 +12,7 @@ from transformers import AutoModelForImageClassification, AutoModelForPreTrainin
 
 import pretrain
 import train
+import vitx_common
 from helpers import CODE_FILES, MODEL_FILES, TINY_MAE, tiny_cross_vit_kwargs, torchrun_script_folder, write_digit_folder
 from configuration_vitx import CrossVitxConfig
 from modeling_vitx import CrossVitxForImageClassification, VitxForPreTraining
@@ -84,8 +85,8 @@ def test_torchrun_two_processes_write_one_folder(torchrun_launch):
 
 def test_the_digits_held_out_split_is_train_pys():
     """Pretraining on the digits never sees the images train.py holds out."""
-    raw = train.load_raw_datasets(train.DataArguments())
-    images = pretrain.prepare_images(raw, train.ImageDataArguments())
+    raw = vitx_common.load_raw_datasets(train.DataArguments())
+    images = pretrain.prepare_images(raw, vitx_common.ImageDataArguments())
     labelled = train.prepare_data(raw, train.DataArguments())
     for pretraining, training in ((images.train, labelled.train), (images.eval, labelled.eval)):
         assert pretraining["image"] == training["image"]
@@ -96,8 +97,8 @@ def test_flat_image_folder_without_labels(tmp_path):
     images = write_digit_folder(tmp_path / "images", classes=("3",), per_class=5)
     for path in (images / "3").iterdir():
         path.rename(images / path.name)
-    data = pretrain.prepare_images(train.load_raw_datasets(train.ImageDataArguments(train_dir=str(images))),
-                                   train.ImageDataArguments(validation_split=0.4))
+    raw = vitx_common.load_raw_datasets(vitx_common.ImageDataArguments(train_dir=str(images)))
+    data = pretrain.prepare_images(raw, vitx_common.ImageDataArguments(validation_split=0.4))
     assert (len(data.train), len(data.eval), data.eval_split, data.image_column) == (3, 2, "test", "image")
 
 

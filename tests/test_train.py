@@ -18,6 +18,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import pretrain
 import train
+import vitx_common
 from helpers import MODEL_FILES, TINY, run_isolated, torchrun_script_folder, write_digit_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,10 +38,10 @@ def first_correct_digit(folder):
     """A held-out digit the saved model labels right: ``(image, class name, probability)``."""
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
     processor = AutoImageProcessor.from_pretrained(folder)
-    data = train.prepare_data(train.load_raw_datasets(train.DataArguments()), train.DataArguments())
+    data = train.prepare_data(vitx_common.load_raw_datasets(train.DataArguments()), train.DataArguments())
     for row in range(len(data.eval)):
         example = data.eval[row]
-        image = train.open_image(example["image"], f"row {row}")
+        image = vitx_common.open_image(example["image"], f"row {row}")
         with torch.no_grad():
             probs = model(**processor(image, return_tensors="pt")).logits.softmax(-1)[0]
         if probs.argmax().item() == example["label"]:
@@ -169,7 +170,7 @@ def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     assert not (folder / "model.safetensors").exists()  # killed before the end
-    checkpoint = Path(train.resolve_checkpoint("last", str(folder)))
+    checkpoint = Path(vitx_common.resolve_checkpoint("last", str(folder)))
     saved = json.loads((checkpoint / "trainer_state.json").read_text())
     assert 10 <= saved["global_step"] < 40
 
@@ -244,7 +245,7 @@ def test_label_outside_id2label_is_named(tmp_path):
 
 
 def test_train_fraction_is_a_stratified_subset_and_keeps_the_held_out_split():
-    raw = train.load_raw_datasets(train.DataArguments())
+    raw = vitx_common.load_raw_datasets(train.DataArguments())
     full = train.prepare_data(raw, train.DataArguments())
     tenth = train.prepare_data(raw, train.DataArguments(train_fraction=0.1))
     assert len(tenth.train) == 144  # round(0.1 * 1,437)
@@ -267,7 +268,7 @@ def test_bad_subset_flags_are_named():
         train.parse_args(["--train_samples", "0"])
     with pytest.raises(ValueError, match=r"give either --train_fraction \(0.1\) or --train_samples \(5\), not both"):
         train.parse_args(["--train_fraction", "0.1", "--train_samples", "5"])
-    raw = train.load_raw_datasets(train.DataArguments())
+    raw = vitx_common.load_raw_datasets(train.DataArguments())
     with pytest.raises(ValueError, match=r"--train_samples 2000 asks for 2000 of the 1437 training examples"):
         train.prepare_data(raw, train.DataArguments(train_samples=2000))
     with pytest.raises(ValueError, match=r"--train_fraction 0.0001 asks for 0 of the 1437 training examples"):
