@@ -44,7 +44,8 @@ from vitx_common import (ImageDataArguments, ImageTransform, ModelArguments, aug
 
 # The recipe, as TrainingArguments defaults (train.py's where pretraining has no reason to differ); any flag
 # given on the command line wins.
-PRETRAINING_DEFAULTS = {**TRAINING_DEFAULTS, "num_train_epochs": 40, "learning_rate": 1.5e-3,
+PRETRAINING_DEFAULTS = {**TRAINING_DEFAULTS, "num_train_epochs": 40, "learning_rate": 1.5e-3, "warmup_steps": 50,
+                        "eval_steps": 0.05,
                         "adam_beta2": 0.95, "label_smoothing_factor": 0.0,
                         "dataloader_persistent_workers": True}  # many short epochs: no worker start-up each
 # Masked autoencoder settings of a fresh model; a saved model keeps its config's unless a flag says otherwise.

@@ -157,7 +157,9 @@ class ImageDataArguments:
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate on the first N examples."})
     check_images: bool = field(
         default=True, metadata={"help": "Decode every image once before training, so a bad file fails up front."})
-    augment: bool = field(default=True, metadata={"help": "Random affine augmentation of training images."})
+    augment: Optional[bool] = field(default=None, metadata={
+        "help": "Random affine augmentation of training images (default: the script's choice; train.py augments "
+                "datasets under 10,000 images)."})
     max_rotation: float = field(default=5.0, metadata={"help": "Augmentation: largest rotation, degrees."})
     max_shift: float = field(default=0.05, metadata={"help": "Augmentation: largest shift, share of the image side."})
     max_scale: float = field(default=0.05, metadata={"help": "Augmentation: largest zoom in or out, share."})
@@ -356,9 +358,10 @@ def random_affine(pixel_values, max_rotation, max_shift, max_scale):
     return F.grid_sample(pixel_values, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def augmentation(data_args):
-    """``ImageTransform``'s ``augment`` from the data flags: the affine ranges, or None with ``--augment false``."""
-    if not data_args.augment:
+def augmentation(data_args, default=True):
+    """``ImageTransform``'s ``augment`` from the data flags: the affine ranges, or None with ``--augment false``
+    (``default`` when the flag is not given)."""
+    if not (default if data_args.augment is None else data_args.augment):
         return None
     return dict(max_rotation=data_args.max_rotation, max_shift=data_args.max_shift, max_scale=data_args.max_scale)
 
