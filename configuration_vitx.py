@@ -98,11 +98,10 @@ ENCODER_OPTIONS = {
 
 
 def _check_encoder(encoder, encoder_kwargs):
-    """``encoder`` names an encoder (or is a module handed over through an Auto class's ``from_pretrained``);
-    ``encoder_kwargs`` is a JSON-serializable dict, so the choice survives ``save_pretrained``, and for an
-    encoder of ``ENCODER_OPTIONS`` holds only its options, checked and completed with their defaults."""
-    if not (isinstance(encoder, str) and encoder) and not hasattr(encoder, "forward"):
-        raise ValueError(f"`encoder` must be the name of a registered encoder, got {encoder!r}.")
+    """``encoder`` names an encoder; ``encoder_kwargs`` is a JSON-serializable dict, so the choice survives
+    ``save_pretrained``, and for an encoder of ``ENCODER_OPTIONS`` holds only its options, checked and completed
+    with their defaults."""
+    _check_encoder_name(encoder)
     encoder_kwargs = {} if encoder_kwargs is None else encoder_kwargs
     try:
         if not isinstance(encoder_kwargs, dict):
@@ -110,9 +109,21 @@ def _check_encoder(encoder, encoder_kwargs):
         json.dumps(encoder_kwargs)
     except TypeError:
         raise ValueError(f"`encoder_kwargs` must be a JSON-serializable dict, got {encoder_kwargs!r}.") from None
-    if not isinstance(encoder, str) or encoder not in ENCODER_OPTIONS:
+    if encoder not in ENCODER_OPTIONS:
         return encoder, encoder_kwargs
     return encoder, _encoder_options(encoder, encoder_kwargs)
+
+
+def _check_encoder_name(encoder):
+    """Raise ``ValueError`` unless ``encoder`` is a non-empty str. A module is the model's to take, as
+    ``encoder_module=``: a config holds names, which ``save_pretrained`` can write."""
+    if isinstance(encoder, str) and encoder:
+        return encoder
+    if hasattr(encoder, "forward"):
+        raise ValueError(f"`encoder` must be the name of a registered encoder, got a {type(encoder).__name__} "
+                         f"module. An encoder module goes to the model: VitxModel(config, encoder_module=module), "
+                         f"from_pretrained(folder, encoder_module=module).")
+    raise ValueError(f"`encoder` must be the name of a registered encoder, got {encoder!r}.")
 
 
 def _encoder_options(encoder, encoder_kwargs):
@@ -168,7 +179,8 @@ class VitxConfig(PretrainedConfig):
             (`patch_norm=True`), and at 0.02 the positions would be lost in them.
         encoder (`str`, defaults to `"vit"`): the registered encoder to build (`"vit"`, `"landmark"`,
             `"x-transformers"`, or a name added with `modeling_vitx.register_encoder`). `"module"` records a model
-            built around a user-supplied encoder module.
+            built around an encoder module of the user's (handed to the model as `encoder_module=`, never to the
+            config), with its class name in `encoder_kwargs`.
         encoder_kwargs (`dict`, defaults to `{}`): that encoder's own options, JSON-serializable. For the encoders
             of `ENCODER_OPTIONS` they are checked here and completed with the defaults (`"landmark"`:
             `num_landmarks` 256, `pinv_iterations` 6, `residual_conv_kernel` 33, 0 = off; `"vit"`: none).
@@ -270,15 +282,11 @@ class VitxConfig(PretrainedConfig):
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
 
-    def to_dict(self):
-        """``PretrainedConfig.to_dict``; an encoder module handed to an Auto class's ``from_pretrained(...,
-        encoder=module)`` reaches the config before the model takes it, and serializes by its class name."""
-        output = super().to_dict()
-        if not isinstance(output.get("encoder"), str):
-            module = output["encoder"]
-            output["encoder"] = "module"
-            output["encoder_kwargs"] = {"class": f"{type(module).__module__}.{type(module).__qualname__}"}
-        return output
+    def __setattr__(self, key, value):
+        # ``from_pretrained(folder, encoder=...)`` sets the value after construction: it is checked there too
+        if key == "encoder":
+            _check_encoder_name(value)
+        super().__setattr__(key, value)
 
     @property
     def num_patches(self):
@@ -304,12 +312,15 @@ class CrossVitxConfig(PretrainedConfig):
         image_size (`int` or `(int, int)`, defaults to 240): image size, or (height, width); both patch sizes must
             divide it.
         num_classes (`int`, defaults to 1000): number of classes; sets HF's `num_labels` / `id2label`.
-        depth (`int`, defaults to 3): number of multi-scale blocks (`num_hidden_layers`).
+        depth (`int`, defaults to 3): number of multi-scale blocks.
         sm_dim (`int`, defaults to 192): token width of the small-patch stream. `hidden_size` reads and writes it,
-            because the small-patch stream is the high-resolution one the model is usually named after.
+            because the small-patch stream is the high-resolution one the model is usually named after, and the
+            one the model's generic outputs (`last_hidden_state`, `hidden_states`, `attentions`) are.
         sm_patch_size (`int` or `(int, int)`, defaults to 12): patch size of the small-patch stream; must be smaller
             than `lg_patch_size`.
         sm_enc_depth (`int`, defaults to 1): transformer blocks of the small-patch stream per multi-scale block.
+            `num_hidden_layers` (read-only) is `depth * sm_enc_depth`, the small-patch stream's transformer layers:
+            one attention map each in `attentions`, one more state than that in `hidden_states`.
         sm_enc_heads (`int`, defaults to 8): attention heads of the small-patch stream (`num_attention_heads`, the
             heads of the stream the model's generic `attentions` output shows).
         sm_enc_mlp_dim (`int`, defaults to 2048): feed-forward width of the small-patch stream.
@@ -352,7 +363,6 @@ class CrossVitxConfig(PretrainedConfig):
     attribute_map = {
         "hidden_size": "sm_dim",
         "num_attention_heads": "sm_enc_heads",
-        "num_hidden_layers": "depth",
         "num_channels": "channels",
         "num_classes": "num_labels",
     }
@@ -412,6 +422,17 @@ class CrossVitxConfig(PretrainedConfig):
         self.position_init_std = _check_positive_float("position_init_std", position_init_std)
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
+
+    @property
+    def num_hidden_layers(self):
+        """The small-patch stream's transformer layers, ``depth * sm_enc_depth``: what ``attentions`` holds a map of
+        per layer (and ``hidden_states`` the input of, then the stream's output), as transformers' models do."""
+        return self.depth * self.sm_enc_depth
+
+    @num_hidden_layers.setter
+    def num_hidden_layers(self, value):
+        raise AttributeError(f"CrossVitxConfig's `num_hidden_layers` is `depth` * `sm_enc_depth` "
+                             f"({self.depth} * {self.sm_enc_depth}); set those instead of {value!r}.")
 
     @property
     def sm_num_patches(self):

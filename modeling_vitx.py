@@ -451,6 +451,10 @@ class VitxEncoderBase(nn.Module):
     returns_attentions = False
     returns_hidden_states = False
     approximate_attentions = False
+    # What a module declares to be an encoder: a contract, not this class, since a model loaded as remote code
+    # has a VitxEncoderBase of its own, and an encoder built from an installed vitx must fit it all the same.
+    CONTRACT = ("normalizes_output", "returns_attentions", "returns_hidden_states", "approximate_attentions",
+                "check_flags", "describe")
 
     def check_flags(self, output_attentions, output_hidden_states):
         """Raise, naming the flag and the encoder, when it is asked for what it does not return."""
@@ -609,8 +613,9 @@ register_encoder("x-transformers", _XTransformersEncoder.from_config)
 
 
 def _as_encoder(module):
-    """A module as an encoder: an encoder as it is, x-transformers' and any other module behind the contract."""
-    if isinstance(module, VitxEncoderBase):
+    """A module as an encoder: one declaring ``VitxEncoderBase.CONTRACT`` as it is, x-transformers' and any other
+    module behind the contract."""
+    if all(hasattr(module, name) for name in VitxEncoderBase.CONTRACT):
         return module
     if type(module).__module__.startswith("x_transformers"):
         return _XTransformersEncoder(module)
@@ -624,7 +629,7 @@ def _build_encoder(config, module=None):
     if config.encoder == "module":
         raise ValueError(
             f"this model was saved with a user-supplied encoder module ({config.encoder_kwargs.get('class')}); "
-            f"pass an instance of it: from_pretrained(folder, encoder=module)."
+            f"pass an instance of it: from_pretrained(folder, encoder_module=module)."
         )
     if config.encoder not in _ENCODERS:
         raise ValueError(f"`encoder` {config.encoder!r} is not registered; known encoders: {sorted(_ENCODERS)} "
@@ -632,92 +637,118 @@ def _build_encoder(config, module=None):
     return _as_encoder(_ENCODERS[config.encoder](config))
 
 
-def _config_for_encoder(config, module):
-    """The config a model with this encoder ``module`` is built from, and the module.
+def _config_for_encoder(config, module, model_class, kwargs):
+    """The config a model of ``model_class`` with the encoder ``module`` (its ``encoder_module``, or None) is built
+    from. ``kwargs`` are the constructor's other keywords: none is taken, and ``encoder`` is refused by name.
 
-    A module (given, or placed in ``config.encoder`` by an Auto class's ``from_pretrained(..., encoder=m)``)
-    is recorded as ``encoder="module"`` with its class name, so ``save_pretrained`` writes what loading needs,
-    in a copy: the caller's config stays as it was.
+    A module is recorded as ``encoder="module"`` with its class name, so ``save_pretrained`` writes what loading
+    needs, in a copy: the caller's config stays as it was.
     """
-    if module is None and isinstance(config.encoder, nn.Module):
-        module = config.encoder
+    if "encoder" in kwargs:
+        given = kwargs["encoder"]
+        given = f"a {type(given).__name__} module" if isinstance(given, nn.Module) else repr(given)
+        raise ValueError(f"{model_class.__name__} takes no `encoder=` (got {given}): an encoder module goes to the "
+                         f"model as `encoder_module=`, the name of a registered encoder to the config as `encoder=`.")
+    if kwargs:
+        raise TypeError(f"{model_class.__name__}() got unexpected keyword arguments {sorted(kwargs)}.")
     if module is None:
-        return config, None
+        return config
     if not isinstance(module, nn.Module):
-        raise ValueError(f"`encoder` must be an nn.Module, got {type(module).__name__}.")
+        raise ValueError(f"`encoder_module` must be an nn.Module, got {type(module).__name__}.")
     recorded = {"class": _qualified_name(module)}
     if config.encoder != "module" or config.encoder_kwargs != recorded:
         config = copy.copy(config)
         config.encoder, config.encoder_kwargs = "module", recorded
     for submodule in module.modules():  # the module arrives with weights of its own: init leaves them be
         submodule._vitx_user_weights = True
-    return config, module
+    return config
 
 
 @dataclass
 class _CrossVitxStreams:
-    r"""Each CrossViT stream's internals, with ``N_sm`` / ``N_lg`` the small- / large-patch stream's patches per
-    image (the seed's CrossViT on 256x256 images: ``N_sm = 256``, ``N_lg = 16``):
+    r"""What a CrossViT output holds beside the generic fields, with ``N_sm`` / ``N_lg`` the small- / large-patch
+    stream's patches per image (the seed's CrossViT on 256x256 images: ``N_sm = 256``, ``N_lg = 16``).
+
+    The generic ``hidden_states`` and ``attentions`` are the small-patch stream's, laid out as in transformers'
+    one-stream models: ``attentions`` holds ``config.num_hidden_layers`` (``depth * sm_enc_depth``) post-softmax
+    maps of `(batch, sm_enc_heads, 1 + N_sm, 1 + N_sm)`, one per transformer layer; ``hidden_states`` one tensor
+    more, `(batch, 1 + N_sm, sm_dim)`: the tokens entering each transformer layer, then the stream's output
+    tokens. ``sm_hidden_states`` and ``sm_attentions`` read them by the stream's name. The large-patch stream and
+    the cross-attention have fields of their own, so ``to_tuple()`` holds every tensor once:
 
     Args:
-        sm_hidden_states (tuple of `(batch, 1 + N_sm, sm_dim)`, with `output_hidden_states`): for each
-            multi-scale block, the tokens entering it and the output of each of its ``sm_enc_depth``
-            transformer layers (before the encoder's final norm), then the stream's output tokens:
-            ``depth * (sm_enc_depth + 1) + 1`` tensors.
-        lg_hidden_states (tuple of `(batch, 1 + N_lg, lg_dim)`, with `output_hidden_states`): likewise,
-            ``depth * (lg_enc_depth + 1) + 1`` tensors.
-        sm_attentions (tuple of `(batch, sm_enc_heads, 1 + N_sm, 1 + N_sm)`, with `output_attentions`): the
-            small-patch stream's self-attention maps (post-softmax), one per transformer layer:
-            ``depth * sm_enc_depth`` maps.
-        lg_attentions (tuple of `(batch, lg_enc_heads, 1 + N_lg, 1 + N_lg)`, with `output_attentions`):
-            likewise, ``depth * lg_enc_depth`` maps.
+        lg_hidden_states (tuple of `(batch, 1 + N_lg, lg_dim)`, with `output_hidden_states`): the tokens entering
+            each of the large-patch stream's transformer layers, then its output tokens: ``depth * lg_enc_depth
+            + 1`` tensors.
+        lg_attentions (tuple of `(batch, lg_enc_heads, 1 + N_lg, 1 + N_lg)`, with `output_attentions`): the
+            large-patch stream's self-attention maps, one per transformer layer: ``depth * lg_enc_depth`` maps.
         sm_cross_attentions (tuple of `(batch, cross_attn_heads, 1, 1 + N_lg)`, with `output_attentions`):
             the small-patch CLS token attending to itself (key 0) and the large-patch stream's patch
             tokens, one map per cross-attention round: ``depth * cross_attn_depth`` maps.
         lg_cross_attentions (tuple of `(batch, cross_attn_heads, 1, 1 + N_sm)`, with `output_attentions`):
             the large-patch CLS token attending to itself and the small-patch stream's patch tokens.
+
+    ``output_hidden_states`` adds two fields (``hidden_states``, ``lg_hidden_states``: transformers' tests call
+    that ``num_hidden_states_types = 2``, as for an encoder-decoder), ``output_attentions`` four.
     """
 
-    sm_hidden_states: Optional[tuple] = None
     lg_hidden_states: Optional[tuple] = None
-    sm_attentions: Optional[tuple] = None
     lg_attentions: Optional[tuple] = None
     sm_cross_attentions: Optional[tuple] = None
     lg_cross_attentions: Optional[tuple] = None
+
+    @property
+    def sm_hidden_states(self):
+        """The small-patch stream's states: ``hidden_states``."""
+        return self.hidden_states
+
+    @property
+    def sm_attentions(self):
+        """The small-patch stream's self-attention maps: ``attentions``."""
+        return self.attentions
 
 
 @dataclass
 class CrossVitxModelOutput(_CrossVitxStreams, BaseModelOutputWithPooling):
     r"""Output of [`CrossVitxModel`]: both streams' tokens and, with the flags, what happened inside.
 
-    The generic fields answer for the model as a whole, so tools written for one-stream models work:
-    ``last_hidden_state`` is the small-patch (high-resolution) stream's tokens, the stream whose width
-    ``config.hidden_size`` names; ``pooler_output`` is both CLS tokens side by side, (batch, sm_dim + lg_dim),
-    the image embedding the classifier reads; ``hidden_states`` and ``attentions`` are the small-patch stream's
-    (one shape per tuple, as tools expect; ``config.num_attention_heads`` is its heads). Both streams stay
-    whole in the per-stream fields:
+    The generic fields answer for the model as a whole, so tools written for one-stream models work: they are the
+    small-patch (high-resolution) stream, the stream whose width ``config.hidden_size`` names: ``last_hidden_state``
+    its tokens out of the multi-scale encoder, `(batch, 1 + N_sm, sm_dim)` (CLS first), and its ``hidden_states``
+    and ``attentions`` (see ``_CrossVitxStreams``). ``pooler_output`` is both CLS tokens side by side,
+    `(batch, sm_dim + lg_dim)`, the image embedding the classifier reads. ``sm_last_hidden_state`` reads
+    ``last_hidden_state``; ``sm_pooler_output`` and ``lg_pooler_output`` each stream's CLS token.
 
     Args:
-        sm_last_hidden_state (`(batch, 1 + N_sm, sm_dim)`): the small-patch stream's tokens out of the
-            multi-scale encoder (CLS first), vit-pytorch's ``Extractor(layer_name="multi_scale_encoder")``
-            small-scale embedding.
-        lg_last_hidden_state (`(batch, 1 + N_lg, lg_dim)`): the large-patch stream's tokens, likewise.
-        sm_pooler_output (`(batch, sm_dim)`): the small-patch stream's CLS token.
-        lg_pooler_output (`(batch, lg_dim)`): the large-patch stream's CLS token.
-        sm_hidden_states ... lg_cross_attentions: see ``_CrossVitxStreams``.
+        lg_last_hidden_state (`(batch, 1 + N_lg, lg_dim)`): the large-patch stream's tokens out of the multi-scale
+            encoder (CLS first). With ``last_hidden_state``: vit-pytorch's
+            ``Extractor(layer_name="multi_scale_encoder")`` embeddings.
+        lg_hidden_states ... lg_cross_attentions: see ``_CrossVitxStreams``.
     """
 
-    sm_last_hidden_state: Optional[torch.FloatTensor] = None
     lg_last_hidden_state: Optional[torch.FloatTensor] = None
-    sm_pooler_output: Optional[torch.FloatTensor] = None
-    lg_pooler_output: Optional[torch.FloatTensor] = None
+
+    @property
+    def sm_last_hidden_state(self):
+        """The small-patch stream's tokens: ``last_hidden_state``."""
+        return self.last_hidden_state
+
+    @property
+    def sm_pooler_output(self):
+        """The small-patch stream's CLS token, `(batch, sm_dim)`."""
+        return self.last_hidden_state[:, 0]
+
+    @property
+    def lg_pooler_output(self):
+        """The large-patch stream's CLS token, `(batch, lg_dim)`."""
+        return self.lg_last_hidden_state[:, 0]
 
 
 class CrossVitxMultiScaleBlock(nn.Module):
     """One multi-scale block: each stream's ``VitxEncoder``, then ``cross_attn_depth`` cross-attention rounds.
 
-    Returns a ``CrossVitxModelOutput`` for this block (the per-stream fields; the hidden states without the
-    block's output, which is the next block's input).
+    Returns a ``CrossVitxModelOutput`` for this block, without ``pooler_output``: both streams' tokens and, with
+    the flags, the tokens entering each transformer layer and the maps.
     """
 
     def __init__(self, config):
@@ -737,10 +768,13 @@ class CrossVitxMultiScaleBlock(nn.Module):
             sm_tokens, lg_tokens, sm_attn, lg_attn = layer(sm_tokens, lg_tokens, output_attentions=output_attentions)
             sm_cross.append(sm_attn)
             lg_cross.append(lg_attn)
+        # each encoder's states end with its last layer's output, which enters no layer: the block's output
+        # (after the encoder's norm and the cross-attention) is what the next layer sees
         return CrossVitxModelOutput(
-            sm_last_hidden_state=sm_tokens, lg_last_hidden_state=lg_tokens,
-            sm_hidden_states=sm.hidden_states, lg_hidden_states=lg.hidden_states,
-            sm_attentions=sm.attentions, lg_attentions=lg.attentions,
+            last_hidden_state=sm_tokens, lg_last_hidden_state=lg_tokens,
+            hidden_states=sm.hidden_states[:-1] if output_hidden_states else None,
+            lg_hidden_states=lg.hidden_states[:-1] if output_hidden_states else None,
+            attentions=sm.attentions, lg_attentions=lg.attentions,
             sm_cross_attentions=tuple(sm_cross) if output_attentions else None,
             lg_cross_attentions=tuple(lg_cross) if output_attentions else None,
         )
@@ -750,7 +784,7 @@ class CrossVitxMultiScaleEncoder(nn.Module):
     """CrossViT's multi-scale encoder: ``depth`` blocks over the small- and large-patch token streams.
 
     ``forward(sm_tokens, lg_tokens, output_attentions=False, output_hidden_states=False)`` returns a
-    ``CrossVitxModelOutput`` with the per-stream fields. Two streams in, so not ``VitxEncoderBase``'s
+    ``CrossVitxModelOutput`` without ``pooler_output``. Two streams in, so not ``VitxEncoderBase``'s
     contract, but it declares the same capabilities for the tools that read them.
     """
 
@@ -768,16 +802,16 @@ class CrossVitxMultiScaleEncoder(nn.Module):
         for block in self.layers:
             blocks.append(block(sm_tokens, lg_tokens, output_attentions=output_attentions,
                                 output_hidden_states=output_hidden_states))
-            sm_tokens, lg_tokens = blocks[-1].sm_last_hidden_state, blocks[-1].lg_last_hidden_state
+            sm_tokens, lg_tokens = blocks[-1].last_hidden_state, blocks[-1].lg_last_hidden_state
 
         def gather(name, wanted, last=()):
             return tuple(t for block in blocks for t in getattr(block, name)) + last if wanted else None
 
         return CrossVitxModelOutput(
-            sm_last_hidden_state=sm_tokens, lg_last_hidden_state=lg_tokens,
-            sm_hidden_states=gather("sm_hidden_states", output_hidden_states, (sm_tokens,)),
+            last_hidden_state=sm_tokens, lg_last_hidden_state=lg_tokens,
+            hidden_states=gather("hidden_states", output_hidden_states, (sm_tokens,)),
             lg_hidden_states=gather("lg_hidden_states", output_hidden_states, (lg_tokens,)),
-            sm_attentions=gather("sm_attentions", output_attentions),
+            attentions=gather("attentions", output_attentions),
             lg_attentions=gather("lg_attentions", output_attentions),
             sm_cross_attentions=gather("sm_cross_attentions", output_attentions),
             lg_cross_attentions=gather("lg_cross_attentions", output_attentions),
@@ -812,13 +846,14 @@ class VitxPreTrainedModel(PreTrainedModel):
             self.__class__ = wrapper_class
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, encoder=None, **kwargs):
-        """``PreTrainedModel.from_pretrained``; ``encoder=module`` restores a model saved with a user encoder module."""
-        if encoder is not None:  # a model argument, not a config value
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, encoder_module=None, **kwargs):
+        """``PreTrainedModel.from_pretrained``; ``encoder_module=module`` restores a model saved with an encoder
+        module of the user's (its config says ``encoder="module"``). The Auto classes hand it on to here."""
+        if encoder_module is not None:  # a model argument, never a config value
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             if isinstance(dtype, torch.dtype):  # built outside, so the requested dtype has not reached it
-                encoder = encoder.to(dtype)
-            model_args = (encoder, *model_args)
+                encoder_module = encoder_module.to(dtype)
+            kwargs["encoder_module"] = encoder_module
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @classmethod
@@ -923,18 +958,18 @@ class VitxModel(VitxPreTrainedModel):
     output (for the standard encoder, after the final norm: vit-pytorch's ``Extractor`` embedding),
     ``pooler_output`` the CLS token (``pool="cls"``) or the mean of all tokens (``pool="mean"``), and
     with the flags, the per-layer ``hidden_states`` and ``attentions``. The encoder is the one
-    ``config.encoder`` names, or any ``encoder=`` module (see ``VitxEncoderBase``). With ``visible_patches``
+    ``config.encoder`` names, or any ``encoder_module=`` module (see ``VitxEncoderBase``). With ``visible_patches``
     (batch, kept) patch indices, the encoder sees only those patches (and the CLS token): tokens are then
     (batch, [1 +] kept, dim).
     """
 
-    def __init__(self, config, encoder=None):
-        config, encoder = _config_for_encoder(config, encoder)
+    def __init__(self, config, *, encoder_module=None, **kwargs):
+        config = _config_for_encoder(config, encoder_module, type(self), kwargs)
         super().__init__(config)
         self.embeddings = VitxEmbeddings(config, dim=config.dim, patch_size=config.patch_size,
                                          patch_norm=config.patch_norm, use_cls_token=config.pool == "cls")
-        self.encoder = _build_encoder(config, encoder)
-        if encoder is not None:  # built with a config of its own, it follows this model's attention implementation
+        self.encoder = _build_encoder(config, encoder_module)
+        if encoder_module is not None:  # built with a config of its own, it follows this model's attention implementation
             self.set_attn_implementation(self.config._attn_implementation)
         self.post_init()
 
@@ -990,12 +1025,8 @@ class CrossVitxModel(CrossVitxPreTrainedModel):
             self.lg_embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding),
             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
-        sm_pooled, lg_pooled = streams.sm_last_hidden_state[:, 0], streams.lg_last_hidden_state[:, 0]
-        output = CrossVitxModelOutput(
-            last_hidden_state=streams.sm_last_hidden_state, pooler_output=torch.cat((sm_pooled, lg_pooled), dim=-1),
-            hidden_states=streams.sm_hidden_states, attentions=streams.sm_attentions,
-            **streams, sm_pooler_output=sm_pooled, lg_pooler_output=lg_pooled,
-        )
+        pooled = torch.cat((streams.last_hidden_state[:, 0], streams.lg_last_hidden_state[:, 0]), dim=-1)
+        output = CrossVitxModelOutput(**streams, pooler_output=pooled)
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
 # heads
@@ -1014,11 +1045,11 @@ class VitxForImageClassification(VitxPreTrainedModel):
     vit-pytorch's efficient ViT); the standard encoder keeps vit-pytorch ViT's layout.
     """
 
-    def __init__(self, config, encoder=None):
-        config, encoder = _config_for_encoder(config, encoder)
+    def __init__(self, config, *, encoder_module=None, **kwargs):
+        config = _config_for_encoder(config, encoder_module, type(self), kwargs)
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.vitx = VitxModel(config, encoder)
+        self.vitx = VitxModel(config, encoder_module=encoder_module)
         self.head_norm = _head_norm(config, self.vitx.encoder)
         self.classifier = nn.Linear(config.dim, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
@@ -1040,7 +1071,8 @@ class CrossVitxImageClassifierOutput(_CrossVitxStreams, ImageClassifierOutput):
     r"""Output of [`CrossVitxForImageClassification`]: an ``ImageClassifierOutput`` with per-stream internals.
 
     ``loss`` and ``logits`` as any HF classifier; ``hidden_states`` and ``attentions`` are the small-patch
-    stream's, as in [`CrossVitxModelOutput`]; the flags fill the per-stream fields of ``_CrossVitxStreams``.
+    stream's, as in [`CrossVitxModelOutput`]; the flags fill the large-patch stream's and the cross-attention's
+    fields of ``_CrossVitxStreams``.
     """
 
 
@@ -1068,12 +1100,13 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
                 interpolate_pos_encoding=False, return_dict=None, **kwargs):
         num_items_in_batch = _num_items_in_batch(self, kwargs)
         outputs = self.base_outputs(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
-        logits = self.sm_classifier(outputs.sm_pooler_output) + self.lg_classifier(outputs.lg_pooler_output)
+        # each stream's CLS token
+        logits = self.sm_classifier(outputs.last_hidden_state[:, 0]) + self.lg_classifier(
+            outputs.lg_last_hidden_state[:, 0])
         output = CrossVitxImageClassifierOutput(
             loss=_image_classification_loss(logits, labels, self.config, num_items_in_batch), logits=logits,
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-            sm_hidden_states=outputs.sm_hidden_states, lg_hidden_states=outputs.lg_hidden_states,
-            sm_attentions=outputs.sm_attentions, lg_attentions=outputs.lg_attentions,
+            lg_hidden_states=outputs.lg_hidden_states, lg_attentions=outputs.lg_attentions,
             sm_cross_attentions=outputs.sm_cross_attentions, lg_cross_attentions=outputs.lg_cross_attentions,
         )
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
@@ -1137,13 +1170,17 @@ class VitxForPreTraining(VitxPreTrainedModel):
     from them; the decoder is dropped there. Returns ``VitxForPreTrainingOutput``.
     """
 
-    def __init__(self, config, encoder=None):
-        if not isinstance(config, VitxConfig):
-            raise ValueError(f"masked autoencoder pretraining takes a VitxConfig (the ViT, with any encoder), got "
-                             f"{type(config).__name__}: CrossViT's two streams have no pretraining head.")
-        config, encoder = _config_for_encoder(config, encoder)
+    def __init__(self, config, *, encoder_module=None, **kwargs):
+        # by the model_type the config declares: loaded as remote code, the config's class is another VitxConfig
+        # class object (the loader runs the folder's configuration file again) than the one this file imported
+        if getattr(config, "model_type", None) != VitxConfig.model_type:
+            raise ValueError(f"masked autoencoder pretraining takes a VitxConfig (model_type "
+                             f"{VitxConfig.model_type!r}: the ViT, with any encoder), got {type(config).__name__} "
+                             f"(model_type {getattr(config, 'model_type', None)!r}): CrossViT's two streams have no "
+                             f"pretraining head.")
+        config = _config_for_encoder(config, encoder_module, type(self), kwargs)
         super().__init__(config)
-        self.vitx = VitxModel(config, encoder)
+        self.vitx = VitxModel(config, encoder_module=encoder_module)
         self.head_norm = _head_norm(config, self.vitx.encoder)
         self.decoder = VitxMAEDecoder(config)
         self.post_init()

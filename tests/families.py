@@ -36,7 +36,7 @@ class Family:
     head: type  # the model with a task head: a classifier, or the MAE pretraining model
     base: type  # the bare model, which the head wraps as ``.vitx``
     auto: str = "AutoModelForImageClassification"  # the Auto class that loads ``head``
-    encoder: Optional[Callable] = None  # (config) -> the encoder module handed to the model, when it takes one
+    encoder: Optional[Callable] = None  # (config) -> the encoder module handed to the model (`encoder_module=`)
     blocks: bool = True  # built of vitx blocks (``VitxLayer``): activation checkpointing reaches them
     maps: bool = True  # serves ``output_attentions`` and ``output_hidden_states``
     resizes: bool = True  # runs at other image sizes with ``interpolate_pos_encoding=True``
@@ -96,9 +96,10 @@ def model_class(family, head=True):
 
 
 def encoder_kwargs(family, config=None):
-    """What ``family``'s models take beside a config, built or loaded: its encoder module, if it has one."""
+    """What ``family``'s models take beside a config, built or loaded: its encoder module, if it has one, as
+    ``encoder_module``."""
     encoder = TABLE[family].encoder
-    return {} if encoder is None else {"encoder": encoder(config or tiny_config(family))}
+    return {} if encoder is None else {"encoder_module": encoder(config or tiny_config(family))}
 
 
 def tiny_model(family, head=True, **overrides):

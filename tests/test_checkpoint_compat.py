@@ -15,7 +15,7 @@ FOLDERS = {
     "vit-classic-mean": dict(),
     "landmark": dict(),
     "x-transformers": dict(),
-    "module": dict(encoder=Mixer(dim=32, tokens=65)),
+    "module": dict(encoder_module=Mixer(dim=32, tokens=65)),
     "crossvit": dict(),
 }
 

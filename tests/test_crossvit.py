@@ -40,7 +40,11 @@ def test_config_defaults_are_vit_pytorchs():
 
 def test_config_hf_names_and_label_maps():
     config = CrossVitxConfig(**SEED_KWARGS)
-    assert (config.hidden_size, config.num_hidden_layers, config.num_channels) == (192, 4, 3)
+    # num_hidden_layers: the small-patch stream's transformer layers (depth x sm_enc_depth), one map each in attentions
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_channels) == \
+        (192, 4 * 2, 8, 3)
+    with pytest.raises(AttributeError, match=r"`num_hidden_layers` is `depth` \* `sm_enc_depth` \(4 \* 2\); set those"):
+        config.num_hidden_layers = 3
     assert config.num_labels == config.num_classes == 1000
     assert (config.sm_num_patches, config.lg_num_patches) == (256, 16)
     config.hidden_size = 96
@@ -110,17 +114,21 @@ def test_model_outputs_follow_the_docstring():
     assert out.sm_last_hidden_state.shape == (2, 65, 16) and out.lg_last_hidden_state.shape == (2, 17, 24)
     torch.testing.assert_close(out.sm_pooler_output, out.sm_last_hidden_state[:, 0])
     torch.testing.assert_close(out.lg_pooler_output, out.lg_last_hidden_state[:, 0])
-    # per block: its input and each layer's output, then the final tokens
-    assert [h.shape for h in out.sm_hidden_states] == [(2, 65, 16)] * (2 * (1 + 1) + 1)
-    assert [h.shape for h in out.lg_hidden_states] == [(2, 17, 24)] * (2 * (2 + 1) + 1)
+    # the tokens entering each transformer layer (depth x enc_depth), then the stream's output tokens
+    assert [h.shape for h in out.sm_hidden_states] == [(2, 65, 16)] * (2 * 1 + 1) == \
+        [(2, 65, 16)] * (config.num_hidden_layers + 1)
+    assert [h.shape for h in out.lg_hidden_states] == [(2, 17, 24)] * (2 * 2 + 1)
     torch.testing.assert_close(out.sm_hidden_states[0], model.sm_embeddings(img))
     torch.testing.assert_close(out.lg_hidden_states[0], model.lg_embeddings(img))
     torch.testing.assert_close(out.sm_hidden_states[-1], out.sm_last_hidden_state)
     torch.testing.assert_close(out.lg_hidden_states[-1], out.lg_last_hidden_state)
-    # the second block's input is the first block's fused output
+    # the second block's first layers see the first block's fused output
     first = model.encoder.layers[0](model.sm_embeddings(img), model.lg_embeddings(img))
-    torch.testing.assert_close(out.sm_hidden_states[2], first.sm_last_hidden_state)
-    torch.testing.assert_close(out.lg_hidden_states[3], first.lg_last_hidden_state)
+    torch.testing.assert_close(out.sm_hidden_states[1], first.last_hidden_state)
+    torch.testing.assert_close(out.lg_hidden_states[2], first.lg_last_hidden_state)
+    # within a block, a layer sees the layer before it
+    first_layer = model.encoder.layers[0].lg_encoder.layers[0]
+    torch.testing.assert_close(out.lg_hidden_states[1], first_layer(out.lg_hidden_states[0]))
     assert [a.shape for a in out.sm_attentions] == [(2, 2, 65, 65)] * 2
     assert [a.shape for a in out.lg_attentions] == [(2, 3, 17, 17)] * 4
     assert [a.shape for a in out.sm_cross_attentions] == [(2, 2, 1, 17)] * 4
@@ -149,17 +157,17 @@ def test_classifier_sums_the_two_heads_and_return_dict_false():
     torch.testing.assert_close(out.logits, expected)
     torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(expected, labels))
     assert out.hidden_states is out.sm_hidden_states and out.attentions is out.sm_attentions  # generic fields
-    assert len(out.sm_hidden_states) == 5 and len(out.lg_cross_attentions) == 4
+    assert len(out.sm_hidden_states) == 3 and len(out.lg_cross_attentions) == 4
     as_tuple = model(img, labels=labels, output_attentions=True, return_dict=False)
-    # loss, logits, attentions, then the four per-stream map tuples
-    assert isinstance(as_tuple, tuple) and len(as_tuple) == 7
+    # loss, logits, attentions (the small-patch stream's), then the large-patch stream's and the cross maps
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 6
     torch.testing.assert_close(as_tuple[0], out.loss)
     torch.testing.assert_close(as_tuple[1], out.logits)
-    torch.testing.assert_close(as_tuple[6][0], out.lg_cross_attentions[0])
+    torch.testing.assert_close(as_tuple[5][0], out.lg_cross_attentions[0])
     base_tuple = model.vitx(img, return_dict=False)
-    # last_hidden_state, pooler_output, then each stream's tokens and CLS token
-    assert len(base_tuple) == 6
-    torch.testing.assert_close(base_tuple[3], base.lg_last_hidden_state)
+    # last_hidden_state (the small-patch stream's tokens), pooler_output, the large-patch stream's tokens
+    assert len(base_tuple) == 3
+    torch.testing.assert_close(base_tuple[2], base.lg_last_hidden_state)
 
 
 def test_rectangular_images_and_interpolated_positions():

@@ -120,8 +120,9 @@ def test_cross_vit_dense_fusion_every_layer():
     assert [a.shape for a in out.sm_cross_attentions] == [(1, 2, 1, 17)] * 3
     assert [a.shape for a in out.lg_cross_attentions] == [(1, 2, 1, 65)] * 3
     hidden = model.vitx(torch.randn(1, 3, 32, 32), output_hidden_states=True)
-    assert [h.shape for h in hidden.sm_hidden_states] == [(1, 65, 16)] * (3 * 2 + 1)
-    assert [h.shape for h in hidden.lg_hidden_states] == [(1, 17, 24)] * (3 * 2 + 1)
+    # the tokens entering each of the 3 x 1 layers, then the output: config.num_hidden_layers + 1
+    assert [h.shape for h in hidden.sm_hidden_states] == [(1, 65, 16)] * (3 * 1 + 1)
+    assert [h.shape for h in hidden.lg_hidden_states] == [(1, 17, 24)] * (3 * 1 + 1)
 
 
 # efficient ViT around a Nystromformer

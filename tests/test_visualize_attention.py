@@ -228,7 +228,7 @@ def test_unreadable_image_is_named(tmp_path):
 
 
 def test_model_whose_maps_cannot_be_returned(tmp_path):
-    model = VitxForImageClassification(VitxConfig(**tiny_vit_kwargs()), encoder=nn.Linear(32, 32)).eval()
+    model = VitxForImageClassification(VitxConfig(**tiny_vit_kwargs()), encoder_module=nn.Linear(32, 32)).eval()
     with pytest.raises(ValueError, match=r"cannot draw attention for VitxForImageClassification \(encoder 'module'\): "
                                          r"asking it for attention maps failed: `output_attentions=True` cannot be "
                                          r"served: the encoder module torch\.nn\.modules\.linear\.Linear"):
