@@ -163,7 +163,7 @@ def test_quick_convergence_run_trains_every_contender_on_the_same_batches(capsys
     assert (report["data"], report["train_images"], report["test_images"]) == ("digits", 1437, 200)
     rows = report["vit"]
     assert set(rows) == {"vitx", "vitx-classic", "vit-pytorch", "timm", "transformers"}
-    for name, row in rows.items():
+    for row in rows.values():
         assert list(row["accuracy"]) == [30, 60] and row["seconds"] > 0
     assert rows["vitx"]["accuracy"][60] > 0.25  # 60 steps lift a tiny ViT well above chance (0.1) on the digits
     for name in ("vitx", "vitx-classic"):
