@@ -84,7 +84,7 @@ _EACH_CASE = textwrap.dedent("""
 """)
 
 
-def run_isolated_each(code, cases, tmp_path, timeout=240):
+def run_isolated_each(code, cases, tmp_path, timeout=600):
     """Run ``code`` once for each of ``cases`` (JSON values), each time in a process of its own that cannot see the
     project and has loaded nothing but torch and transformers: what a user's first load of a saved folder meets.
 
