@@ -716,8 +716,9 @@ class CrossVitxModelOutput(_CrossVitxStreams, BaseModelOutputWithPooling):
     small-patch (high-resolution) stream, the stream whose width ``config.hidden_size`` names: ``last_hidden_state``
     its tokens out of the multi-scale encoder, `(batch, 1 + N_sm, sm_dim)` (CLS first), and its ``hidden_states``
     and ``attentions`` (see ``_CrossVitxStreams``). ``pooler_output`` is both CLS tokens side by side,
-    `(batch, sm_dim + lg_dim)`, the image embedding the classifier reads. ``sm_last_hidden_state`` reads
-    ``last_hidden_state``; ``sm_pooler_output`` and ``lg_pooler_output`` each stream's CLS token.
+    `(batch, sm_dim + lg_dim)`, the image embedding (the classifier's two heads read its halves).
+    ``sm_last_hidden_state`` reads ``last_hidden_state``; ``sm_pooler_output`` and ``lg_pooler_output`` each
+    stream's CLS token.
 
     Args:
         lg_last_hidden_state (`(batch, 1 + N_lg, lg_dim)`): the large-patch stream's tokens out of the multi-scale

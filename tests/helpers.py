@@ -53,6 +53,80 @@ def run_isolated(code, tmp_path, timeout=240, hide_project=True):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# The parent process of ``run_isolated_each``: torch and transformers imported once, then a fork per case.
+_EACH_CASE = textwrap.dedent("""
+    import json, os, traceback
+    import torch, transformers
+    from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification,
+                              AutoModelForPreTraining)  # transformers imports these lazily: once, here
+
+    outcomes = []
+    for index, case in enumerate(CASES):
+        path = f"case-{index}.json"
+        pid = os.fork()
+        if pid == 0:  # the child: runs the case's code, writes what it returned or how it failed
+            try:
+                namespace = {"case": case}
+                exec(CODE, namespace)
+                outcome = {"result": namespace["result"]}
+            except BaseException:
+                outcome = {"error": traceback.format_exc()}
+            with open(path, "w") as file:
+                json.dump(outcome, file)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if os.path.exists(path):
+            with open(path) as file:
+                outcomes.append(json.load(file))
+        else:
+            outcomes.append({"error": f"the process ended with status {status} and no result"})
+    print(json.dumps(outcomes))
+""")
+
+
+def run_isolated_each(code, cases, tmp_path, timeout=600):
+    """Run ``code`` once for each of ``cases`` (JSON values), each time in a process of its own that cannot see the
+    project and has loaded nothing but torch and transformers: what a user's first load of a saved folder meets.
+
+    The processes are forked, one after the other, from one ``run_isolated`` process that imported torch and
+    transformers and nothing else, so a case costs a fork instead of those imports (~10 s). ``code`` reads its case
+    as ``case`` and sets ``result`` to a JSON value; returns the results, in the order of ``cases``, after
+    asserting that every case ran.
+    """
+    outcomes = run_isolated(f"CASES = {cases!r}\nCODE = {textwrap.dedent(code)!r}\n" + _EACH_CASE, tmp_path,
+                            timeout=timeout)
+    errors = [f"{case}:\n{outcome['error']}" for case, outcome in zip(cases, outcomes) if "error" in outcome]
+    assert not errors, "\n".join(errors)[-8000:]
+    return [outcome["result"] for outcome in outcomes]
+
+
+# What one fresh process does: one Auto class's from_pretrained(folder, trust_remote_code=True), and for a model,
+# its base model's outputs (and the whole model's, when it is the class that was saved) into the folder.
+REMOTE_LOAD = """
+    import sys, torch, transformers
+    kwargs = {}
+    if case["module_encoder"]:
+        sys.path.insert(0, case["tests"])
+        import user_encoders  # a user's encoder module is the user's code, importable where they load the model
+        kwargs["encoder_module"] = user_encoders.Mixer()
+    loaded = getattr(transformers, case["auto"]).from_pretrained(case["folder"], trust_remote_code=True, **kwargs)
+    result = {"class": type(loaded).__name__, "module": type(loaded).__module__}
+    if case["auto"] == "AutoImageProcessor":
+        result["size"] = loaded.size
+    else:
+        config = loaded if case["auto"] == "AutoConfig" else loaded.config
+        result.update(config_module=type(config).__module__, label=config.id2label[3],
+                      encoder=getattr(config, "encoder", None))
+    if case["auto"] not in ("AutoConfig", "AutoImageProcessor"):
+        inputs = torch.load(case["folder"] + "/inputs.pt", weights_only=True)
+        model = loaded.eval()
+        with torch.no_grad():
+            outputs = {"base": model.base_model(inputs["pixel_values"]).to_tuple()}
+            if case["saved"]:
+                outputs["head"] = model(**inputs).to_tuple()
+        torch.save(outputs, case["folder"] + f"/{case['auto']}.pt")
+"""
+
 # scripts/train.py's model and run small enough for a unit test: 20x20 inputs in 4x4 patches, one block.
 TINY = ["--image_size", "20", "--patch_size", "4", "--dim", "64", "--depth", "1", "--heads", "2", "--dim_head", "16",
         "--mlp_dim", "128", "--per_device_train_batch_size", "32", "--learning_rate", "1e-2", "--warmup_steps", "0",

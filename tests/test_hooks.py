@@ -78,16 +78,22 @@ def test_every_module_runs_its_own_forward(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_captum_layer_activation_is_the_blocks_output(family):
-    """captum's ``LayerActivation`` on a block (run without autograd) equals the block output a plain hook records
-    during an ordinary forward."""
+    """captum's ``LayerActivation`` on a block (run without autograd) and a plain hook during an ordinary forward both
+    give what the block computes on its input, recomputed without hooks from the model's ``hidden_states[0]``; the
+    hooks change no output."""
     model = tiny_model(family)
     block, pixels, seen = first_block(model), tiny_pixels(family), []
     handle = block.register_forward_hook(lambda module, inputs, output: seen.append(output))
-    model(pixels)
+    hooked = model(pixels).logits
     handle.remove()
     activation = LayerActivation(lambda x: model(x).logits, block).attribute(pixels)
+    with torch.no_grad():
+        plain = model(pixels, output_hidden_states=True)
+        recomputed = block(plain.hidden_states[0])
     assert torch.is_tensor(seen[0]) and torch.is_tensor(activation)
-    torch.testing.assert_close(activation, seen[0].detach(), rtol=0, atol=0)
+    torch.testing.assert_close(hooked.detach(), plain.logits, rtol=0, atol=0)
+    torch.testing.assert_close(seen[0].detach(), recomputed, rtol=0, atol=0)
+    torch.testing.assert_close(activation, recomputed, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -108,16 +114,43 @@ def test_captum_layer_grad_cam_on_a_block(family):
     torch.testing.assert_close(attribution, expected.detach(), rtol=1e-5, atol=1e-6)
 
 
+def stream_attentions(model, stream):
+    """The self-attention modules of one token stream's blocks, in the order they run: the generic stream's
+    (``"attentions"``) or CrossViT's large-patch stream's (``"lg_attentions"``)."""
+    return [module.attention for name, module in model.named_modules()
+            if isinstance(module, VitxLayer) and (".lg_encoder." in name) == (stream == "lg_attentions")]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_output_attentions_still_returns_maps(family):
-    """With blocks returning tensors, ``output_attentions=True`` still gives a map per block: (batch, heads, queries,
-    keys), post-softmax rows (the landmark encoder's Nystrom maps approximate softmax rows, so they do not sum to 1)."""
-    model = tiny_model(family)
-    out = model(tiny_pixels(family), output_attentions=True)
-    maps = [a for name, value in out.items() if name.endswith("attentions") for a in value]
-    blocks = sum(isinstance(module, VitxLayer) for module in model.modules())
-    assert len(maps) >= blocks > 0
-    for attention in maps:
-        assert attention.dim() == 4 and attention.shape[0] == 2 and torch.isfinite(attention).all()
-        if family != "landmark":
-            torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1]), rtol=1e-4, atol=1e-4)
+def test_output_attentions_returns_the_map_each_layer_used(family):
+    """With blocks returning tensors, ``output_attentions=True`` still gives each layer's map, in order: the softmax
+    of the scaled query-key products recomputed from the input a hook saw (the landmark encoder's Nystrom maps
+    approximate that, so there only the next check holds), and applied to the values, the attention output the hook
+    saw."""
+    model, pixels = tiny_model(family), tiny_pixels(family)
+    streams = ("attentions", "lg_attentions") if family == "crossvit" else ("attentions",)
+    modules = {stream: stream_attentions(model, stream) for stream in streams}
+    seen = {}
+
+    def record(module, args, output):  # returns None: a hook's return value would replace the output
+        seen[module] = (args[0], output[0])
+
+    handles = [module.register_forward_hook(record) for stream in streams for module in modules[stream]]
+    with torch.no_grad():
+        out = model(pixels, output_attentions=True)
+        for handle in handles:
+            handle.remove()
+        for stream in streams:
+            assert len(out[stream]) == len(modules[stream]) > 0
+            for attention, attn in zip(modules[stream], out[stream]):
+                x, output = seen[attention]
+                q, k, v = (t.transpose(1, 2) for t in attention.to_qkv(attention.norm(x)).unflatten(
+                    -1, (3, attention.heads, -1)).unbind(2))
+                if family != "landmark":
+                    expected = (q @ k.transpose(-1, -2) * attention.scale).softmax(dim=-1)
+                    torch.testing.assert_close(attn, expected, rtol=1e-5, atol=1e-6)
+                values = attn @ v
+                if getattr(attention, "res_conv", None) is not None:
+                    values = values + attention.res_conv(v)
+                torch.testing.assert_close(attention.to_out(values.transpose(1, 2).flatten(2)), output,
+                                           rtol=1e-4, atol=1e-5)

@@ -1,16 +1,18 @@
 """Saving and loading every model vitx saves (each family and encoder, the MAE pretraining model): the folder
-and its ``auto_map``, exact safetensors round trips, the Auto classes in process, Hub remote code in one fresh
-process for all of them, bfloat16 loading."""
+and its ``auto_map``, exact safetensors round trips, the Auto classes in process, Hub remote code through each
+Auto class in a fresh process of its own, bfloat16 loading."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
 from safetensors.torch import load_file
+from transformers import ViTImageProcessor
 
 from families import MODELS, TABLE, encoder_kwargs, load, tiny_config, tiny_inputs, tiny_model
-from helpers import TESTS, run_isolated
+from helpers import REMOTE_LOAD, TESTS, run_isolated_each
 
 LABELS = {i: f"digit {i}" for i in range(10)}
 
@@ -81,48 +83,54 @@ def test_auto_classes_in_process(family, tmp_path):
     assert type(fresh) is entry.head
 
 
-def test_every_model_loads_as_remote_code_in_one_fresh_process(tmp_path):
-    """Each model's folder, loaded in a fresh process that cannot import the project (so the code comes from the
-    folder, as from the Hub) through its Auto class and ``AutoModel`` with ``trust_remote_code=True``, computes
-    exactly what the model computed before saving. One process for all: starting one costs ~10 s."""
-    cases, expected, encoders = [], {}, {}
+# Each saved folder, by config class: the Auto classes it loads through as remote code (AutoConfig among them).
+# The checks per family: every one for the ViT (standard and landmark encoders), CrossViT and a folder saved by
+# the masked autoencoder (scripts/pretrain.py's); the head's Auto class for the other encoders.
+PROCESSOR_FAMILIES = ("vit", "landmark", "crossvit")
+
+
+def remote_auto_classes(family, config_class):
+    every = list(AUTO_MAPS[config_class])
+    if family in ("vit", "landmark", "crossvit", "mae"):
+        return every + (["AutoImageProcessor"] if family in PROCESSOR_FAMILIES else [])
+    return [TABLE[family].auto]
+
+
+def test_each_auto_class_loads_each_folder_as_remote_code_in_a_fresh_process(tmp_path):
+    """Each model's folder, loaded as a Hub user loads it: in a process that cannot import the project (so the code
+    comes from the folder) and has loaded nothing before, through one Auto class with ``trust_remote_code=True``.
+    Every Auto class of the folder gets a process of its own: a config module run for AutoConfig and again for the
+    model must still be the model's config, whatever was loaded first. The base model computes exactly what the
+    saved model's did, and the whole model too where it is the class that was saved."""
+    cases, expected = [], {}
     for family in MODELS:
         folder = tmp_path / family.replace("-", "_")  # a folder's name becomes a Python module name
         inputs, model = tiny_inputs(family), saved(family, folder)
-        expected[family], encoders[family] = outputs(model, inputs), getattr(model.config, "encoder", None)
+        if family in PROCESSOR_FAMILIES:
+            ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
         torch.save(inputs, folder / "inputs.pt")
-        cases.append({"family": family, "folder": str(folder), "auto": TABLE[family].auto,
-                      "module_encoder": TABLE[family].encoder is not None})
-    results = run_isolated(f"""
-        import json, sys, torch, transformers
-        sys.path.insert(0, {str(TESTS)!r})
-        import user_encoders  # a user's encoder module is the user's code, importable where they load the model
-        results = {{}}
-        for case in {cases!r}:
-            kwargs = {{"encoder": user_encoders.Mixer()}} if case["module_encoder"] else {{}}
-            head = getattr(transformers, case["auto"]).from_pretrained(case["folder"], trust_remote_code=True,
-                                                                       **kwargs).eval()
-            base = transformers.AutoModel.from_pretrained(case["folder"], trust_remote_code=True, **kwargs).eval()
-            inputs = torch.load(case["folder"] + "/inputs.pt", weights_only=True)
-            with torch.no_grad():
-                torch.save((head(**inputs).to_tuple(), base(inputs["pixel_values"]).to_tuple()),
-                           case["folder"] + "/outputs.pt")
-            results[case["family"]] = {{"module": type(head).__module__, "base_module": type(base).__module__,
-                                       "classes": [type(head).__name__, type(base).__name__],
-                                       "label": head.config.id2label[3],
-                                       "encoder": getattr(head.config, "encoder", None)}}
-        print(json.dumps(results))
-    """, tmp_path)
-    assert results.keys() == expected.keys()
-    for family, result in results.items():
-        assert result["module"].startswith("transformers_modules."), family
-        assert result["base_module"] == result["module"], family
-        assert result["classes"] == [TABLE[family].head.__name__, TABLE[family].base.__name__], family
-        assert result["label"] == "digit 3", family
-        assert result["encoder"] == encoders[family], family
-        head, base = torch.load(tmp_path / family.replace("-", "_") / "outputs.pt", weights_only=True)
-        assert_equal(head, expected[family][0])
-        assert_equal(base, expected[family][1])
+        expected[family] = dict(zip(("head", "base"), outputs(model, inputs)))
+        for auto in remote_auto_classes(family, type(model.config).__name__):
+            cases.append({"family": family, "folder": str(folder), "auto": auto, "tests": str(TESTS),
+                          "module_encoder": TABLE[family].encoder is not None, "saved": auto == TABLE[family].auto})
+    results = run_isolated_each(REMOTE_LOAD, cases, tmp_path)
+    for case, result in zip(cases, results):
+        family, auto = case["family"], case["auto"]
+        if auto == "AutoImageProcessor":
+            assert result["class"].startswith("ViTImageProcessor") and result["size"] == {"height": 32, "width": 32}
+            continue
+        config_class = type(tiny_config(family)).__name__
+        expected_class = AUTO_MAPS[config_class][auto].split(".")[-1]
+        assert result["class"] == expected_class, case
+        assert result["module"].startswith("transformers_modules."), case
+        assert result["config_module"].startswith("transformers_modules."), case
+        assert (result["label"], result["encoder"]) == ("digit 3", getattr(tiny_config(family), "encoder", None)), case
+        if auto != "AutoConfig":
+            computed = torch.load(Path(case["folder"]) / f"{auto}.pt", weights_only=True)
+            assert_equal(computed["base"], expected[family]["base"])
+            if case["saved"]:
+                assert_equal(computed["head"], expected[family]["head"])
+    assert len(results) == len(cases) and {case["family"] for case in cases} == set(MODELS)
 
 
 @pytest.mark.parametrize("family", MODELS)
