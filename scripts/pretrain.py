@@ -46,8 +46,7 @@ from vitx_common import (ImageDataArguments, ImageTransform, ModelArguments, aug
 # given on the command line wins.
 PRETRAINING_DEFAULTS = {**TRAINING_DEFAULTS, "num_train_epochs": 40, "learning_rate": 1.5e-3, "warmup_steps": 50,
                         "eval_steps": 0.05,
-                        "adam_beta2": 0.95, "label_smoothing_factor": 0.0,
-                        "dataloader_persistent_workers": True}  # many short epochs: no worker start-up each
+                        "adam_beta2": 0.95, "label_smoothing_factor": 0.0}
 # Masked autoencoder settings of a fresh model; a saved model keeps its config's unless a flag says otherwise.
 MAE_DEFAULTS = dict(masking_ratio=0.75, decoder_dim=64, decoder_depth=1, decoder_heads=4, decoder_dim_head=16,
                     norm_pix_loss=False)
@@ -272,7 +271,6 @@ def main(argv=None):
         PRETRAINING_DEFAULTS, folder_suffix="vitx-mae")
     # The Trainer computes an evaluation loss only for inputs it counts as labels; the pixels are the target.
     training_args.label_names, training_args.prediction_loss_only = ["pixel_values"], True
-    training_args.dataloader_persistent_workers &= training_args.dataloader_num_workers > 0  # none to keep
     start_run(training_args)
     data = prepare_images(load_raw_datasets(data_args), data_args)
     model, processor = build_model(model_args, mae_args, data.resolution)

@@ -54,6 +54,7 @@ TRAINING_DEFAULTS = {
     "logging_strategy": "steps",
     "logging_steps": 10,
     "dataloader_num_workers": 1,  # images are decoded and augmented beside the training loop
+    "dataloader_persistent_workers": True,  # small datasets run many short epochs: no worker start-up each
     "dataloader_pin_memory": torch.cuda.is_available(),  # pinned memory only speeds up copies to a GPU
     "remove_unused_columns": False,  # the columns feed the on-the-fly transform, not the model
     "report_to": "none",

@@ -453,7 +453,9 @@ def configure_threads(dataloader_num_workers):
 
 
 def start_run(training_args):
-    """What a run sets before it loads data or builds a model: the compute threads and the seed."""
+    """What a run sets before it loads data or builds a model: the compute threads and the seed (and no persistent
+    loader workers when there are none to keep)."""
+    training_args.dataloader_persistent_workers &= training_args.dataloader_num_workers > 0
     configure_threads(training_args.dataloader_num_workers)
     set_seed(training_args.seed)
 
