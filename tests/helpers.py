@@ -69,10 +69,11 @@ _EACH_CASE = textwrap.dedent("""
                 namespace = {"case": case}
                 exec(CODE, namespace)
                 outcome = {"result": namespace["result"]}
+                text = json.dumps(outcome)
             except BaseException:
-                outcome = {"error": traceback.format_exc()}
+                text = json.dumps({"error": traceback.format_exc()})
             with open(path, "w") as file:
-                json.dump(outcome, file)
+                file.write(text)
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         if os.path.exists(path):
@@ -112,7 +113,7 @@ REMOTE_LOAD = """
     loaded = getattr(transformers, case["auto"]).from_pretrained(case["folder"], trust_remote_code=True, **kwargs)
     result = {"class": type(loaded).__name__, "module": type(loaded).__module__}
     if case["auto"] == "AutoImageProcessor":
-        result["size"] = loaded.size
+        result["size"] = {side: loaded.size[side] for side in ("height", "width")}  # a SizeDict in 5.x
     else:
         config = loaded if case["auto"] == "AutoConfig" else loaded.config
         result.update(config_module=type(config).__module__, label=config.id2label[3],
