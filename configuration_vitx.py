@@ -306,7 +306,7 @@ class CrossVitxConfig(PretrainedConfig):
 
     Names and defaults follow vit-pytorch's ``CrossViT``. vit-pytorch has no defaults for ``image_size``,
     ``num_classes``, ``sm_dim`` and ``lg_dim``; here they default to the CrossViT paper's 240x240 images
-    (which both default patch sizes, 12 and 16, divide) with the seed's 192 / 384 dims.
+    (which both default patch sizes, 12 and 16, divide) with the 192 / 384 widths of vit-pytorch's README.
 
     Args:
         image_size (`int` or `(int, int)`, defaults to 240): image size, or (height, width); both patch sizes must

@@ -511,7 +511,7 @@ class VitxEncoder(VitxEncoderBase):
 
 
 class LandmarkEncoder(VitxEncoder):
-    """Nystrom landmark-attention encoder for high-resolution images: the seed's ``DenseVH``.
+    """Nystrom landmark-attention encoder for high-resolution images: vit-pytorch README's ``DenseVH``.
 
     Cost grows linearly with the token count. Pre-norm blocks of ``VitxLandmarkAttention`` and ``VitxFeedForward``
     with no final norm (nystrom-attention's ``Nystromformer`` layout, whose weights carry over), so the
@@ -575,7 +575,7 @@ class _XTransformersEncoder(VitxEncoderBase):
 
 
 class _ModuleEncoder(VitxEncoderBase):
-    """Any ``nn.Module`` mapping (batch, tokens, dim) to the same shape, as the seed's ``transformer=``.
+    """Any ``nn.Module`` mapping (batch, tokens, dim) to the same shape, as vit-pytorch's ``transformer=``.
 
     It returns tokens only, so it declares no maps and no per-layer states.
     """
@@ -667,7 +667,7 @@ def _config_for_encoder(config, module, model_class, kwargs):
 @dataclass
 class _CrossVitxStreams:
     r"""What a CrossViT output holds beside the generic fields, with ``N_sm`` / ``N_lg`` the small- / large-patch
-    stream's patches per image (the seed's CrossViT on 256x256 images: ``N_sm = 256``, ``N_lg = 16``).
+    stream's patches per image (vit-pytorch README's CrossViT on 256x256 images: ``N_sm = 256``, ``N_lg = 16``).
 
     The generic ``hidden_states`` and ``attentions`` are the small-patch stream's, laid out as in transformers'
     one-stream models: ``attentions`` holds ``config.num_hidden_layers`` (``depth * sm_enc_depth``) post-softmax
@@ -996,7 +996,7 @@ class VitxModel(VitxPreTrainedModel):
 
 
 class CrossVitxModel(CrossVitxPreTrainedModel):
-    """The bare CrossViT (the seed's "Two Stream ViT"): image in, both streams' tokens out.
+    """The bare CrossViT (vit-pytorch README's "Two Stream ViT"): image in, both streams' tokens out.
 
     The image is embedded twice, in ``sm_patch_size`` and in ``lg_patch_size`` patches (each stream with
     its CLS token), and the two token streams go through the multi-scale encoder. Returns

@@ -8,12 +8,12 @@ Sections:
   vit       ViT-S/16 at 224 (dim 384, depth 12, heads 6, mlp 1536), batch 8: inference and training-step
             (forward, backward, fused AdamW) images/s for vitx (SDPA, and `attn_implementation="eager"`), timm,
             transformers ViT (sdpa) and vit-pytorch.
-  highres   the seed's landmark example (dim 512, depth 12, heads 8, patch 32, 256 landmarks) at 2048 and
+  highres   vit-pytorch README's landmark example (dim 512, depth 12, heads 8, patch 32, 256 landmarks) at 2048 and
             4096 pixels (4,096 and 16,384 tokens), batch 1 inference: vitx landmark, vitx full attention,
             timm full attention, vit-pytorch efficient ViT + nystrom-attention. Time, peak memory, growth.
   compile   torch.compile of vitx for the vit section: speedup over eager and over the fastest eager peer.
-  mae       one masked autoencoder pretraining step (forward, backward, fused AdamW) of the seed's landmark
-            example at 2048 pixels, batch 1: 75% of the 4,096 patches hidden, a decoder of one block of width
+  mae       one masked autoencoder pretraining step (forward, backward, fused AdamW) of vit-pytorch README's
+            landmark example at 2048 pixels, batch 1: 75% of the 4,096 patches hidden, a decoder of one block of width
             512 over all patches. The landmark encoder beside full attention: time and peak memory.
   matmul    a large float32 matrix product timed in the same run; every model's achieved GFLOP/s is reported
             as a fraction of it (FLOPs counted with torch.utils.flop_counter).
@@ -76,8 +76,8 @@ QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp
              highres=dict(sizes=(64, 128), **TINY_LANDMARK, repeats=(1, 1)),
              mae=dict(image_size=64, **TINY_LANDMARK, masking_ratio=0.75, repeats=1, decoder_dim=32, decoder_heads=4),
              matmul=256,
-             convergence=dict(FULL["convergence"], data="digits", image_size=12, patch_size=2, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64,
-                              steps=12, points=(6, 12), warmup=2, eval_samples=64))
+             convergence=dict(FULL["convergence"], data="digits", image_size=12, patch_size=2, dim=32, depth=2,
+                              heads=2, dim_head=16, mlp_dim=64, steps=12, points=(6, 12), warmup=2, eval_samples=64))
 
 
 # contenders
@@ -125,7 +125,8 @@ def vit_contenders(s):
 
 
 def highres_contenders(s, image_size):
-    """The seed's landmark example at ``image_size``: vitx landmark and full attention, timm, vit-pytorch + nystrom."""
+    """vit-pytorch README's landmark example at ``image_size``: vitx landmark and full attention, timm, and
+    vit-pytorch + nystrom-attention."""
     common = dict(image_size=image_size, patch_size=s["patch_size"], num_classes=s["num_classes"], dim=s["dim"],
                   depth=s["depth"], heads=s["heads"], mlp_dim=s["mlp_dim"])
 
@@ -146,7 +147,8 @@ def highres_contenders(s, image_size):
 
 
 def mae_contenders(s):
-    """The seed's landmark example as a masked autoencoder, and the same with full attention: name -> () -> model.
+    """vit-pytorch README's landmark example as a masked autoencoder, and the same with full attention:
+    name -> () -> model.
     The decoder is one block over every patch, ``decoder_dim`` wide in ``decoder_heads`` heads."""
     common = dict(image_size=s["image_size"], patch_size=s["patch_size"], dim=s["dim"], depth=s["depth"],
                   heads=s["heads"], mlp_dim=s["mlp_dim"], masking_ratio=s["masking_ratio"], decoder_depth=1,

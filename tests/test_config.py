@@ -1,4 +1,4 @@
-"""VitxConfig: the seed's names and defaults, HF's names, label maps, validation, JSON round trip."""
+"""VitxConfig: vit-pytorch's names and defaults, HF's names, label maps, validation, JSON round trip."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""CrossVitxConfig / CrossVitxModel / CrossVitxForImageClassification: the seed's "Two Stream ViT" through the HF
+"""CrossVitxConfig / CrossVitxModel / CrossVitxForImageClassification: vit-pytorch README's "Two Stream ViT" through the HF
 API: config defaults, names and checks; each stream's outputs and maps; the two heads; rectangular and resized
 images. What every classifier shares (losses, saving, remote code, bfloat16, checkpointing, the Trainer,
 attention paths): the family-parametrized suite (families.py); parity with vit-pytorch: test_parity_vit_pytorch.py."""
@@ -34,7 +34,7 @@ def test_config_defaults_are_vit_pytorchs():
     assert len(defaults) == 17
     for name, default in defaults.items():
         assert getattr(config, name) == default, name
-    # vit-pytorch requires these four; the defaults are the CrossViT paper's 240x240 images and the seed's widths
+    # vit-pytorch requires these four; the defaults are the CrossViT paper's 240x240 images and vit-pytorch README's widths
     assert (config.image_size, config.num_classes, config.sm_dim, config.lg_dim) == (240, 1000, 192, 384)
 
 
@@ -90,7 +90,7 @@ def test_config_invalid_values_name_parameter(kwargs, message):
 
 
 def test_seed_example_shapes():
-    """The seed's CrossViT and Extractor examples: logits (1, 1000), embeddings (1, 257, 192) and (1, 17, 384)."""
+    """vit-pytorch README's CrossViT and Extractor examples: logits (1, 1000), embeddings (1, 257, 192) and (1, 17, 384)."""
     model = CrossVitxForImageClassification(CrossVitxConfig(**SEED_KWARGS)).eval()
     img = torch.randn(1, 3, 256, 256)
     with torch.no_grad():

@@ -1,5 +1,5 @@
 """The landmark (Nystrom) encoder: built from a config, one path in every grad mode, self-attention only, memory
-linear in the number of tokens (the seed's 2048x2048 example in under 3 GB). Parity with nystrom-attention:
+linear in the number of tokens (vit-pytorch README's 2048x2048 example in under 3 GB). Parity with nystrom-attention:
 test_parity_nystrom_attention.py."""
 
 import pytest
@@ -79,7 +79,7 @@ def test_landmark_never_builds_a_tokens_by_tokens_tensor():
 
 
 def test_landmark_seed_example_2048_in_under_3gb(tmp_path):
-    """The seed's D2F example: 2048x2048, patch 32 (4,096 tokens), dim 512, depth 12, heads 8, 256 landmarks."""
+    """vit-pytorch README's D2F example: 2048x2048, patch 32 (4,096 tokens), dim 512, depth 12, heads 8, 256 landmarks."""
     result = run_isolated("""
         import json, resource, torch
         from configuration_vitx import VitxConfig

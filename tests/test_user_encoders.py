@@ -1,4 +1,4 @@
-"""Encoders handed in as modules (the seed's ``transformer=``), through the models' own keyword ``encoder_module=``:
+"""Encoders handed in as modules (vit-pytorch's ``transformer=``), through the models' own keyword ``encoder_module=``:
 the module is used as it is, with its own weights (a ``VitxEncoder`` instance, which ends with its own LayerNorm,
 gets no second norm in the head); it never enters a config, whose ``encoder`` stays a name; building a model
 leaves the caller's config alone; loading needs the module again; what a plain module cannot serve is named."""

@@ -1,4 +1,4 @@
-"""VitxModel / VitxForImageClassification: the seed's shapes, the base model's outputs per pooling, rectangular and
+"""VitxModel / VitxForImageClassification: the shapes of vit-pytorch's README, the base model's outputs per pooling, rectangular and
 resized images, input errors. What every classifier shares (losses, tuples, dropout, initial weights, saving,
 the Trainer, attention paths): the family-parametrized suite (families.py)."""
 
@@ -16,7 +16,7 @@ def tiny(**overrides):
 
 
 def test_seed_examples_shapes():
-    """The seed's 'Accessing Attention' and 'Accessing Embeddings' model, through the HF API."""
+    """vit-pytorch README's 'Accessing Attention' and 'Accessing Embeddings' model, through the HF API."""
     config = VitxConfig(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16, mlp_dim=2048,
                         dropout=0.1, emb_dropout=0.1)
     model = VitxForImageClassification(config).eval()
