@@ -1,4 +1,5 @@
-"""scripts/train.py: a short run, the output folder, pipeline and push_to_hub users, SIGKILL + resume, torchrun, bad input."""
+"""scripts/train.py: a short run, the output folder, pipeline and push_to_hub users, SIGKILL + resume, torchrun, bad
+input."""
 
 import json
 import os
@@ -15,6 +16,7 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers.trainer_utils import get_last_checkpoint
 
 import pretrain
 import train
@@ -49,6 +51,21 @@ def first_correct_digit(folder):
     raise AssertionError("the trained model labels no held-out digit right")
 
 
+def folder_accuracy(folder, rows):
+    """The accuracy of the model saved in ``folder``, through its own image processor, on the first ``rows``
+    held-out digits: what the run reported, if the folder holds the model it evaluated."""
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    data = train.prepare_data(vitx_common.load_raw_datasets(train.DataArguments()), train.DataArguments())
+    held_out = data.eval.select(range(rows))
+    images = [vitx_common.open_image(value, "held-out digit") for value in held_out["image"]]
+    with torch.no_grad():  # in the Trainer's evaluation batches (train.py's per_device_eval_batch_size), so the
+        # same sums give the same logits
+        predicted = torch.cat([model(**processor(images[start:start + 256], return_tensors="pt")).logits.argmax(-1)
+                               for start in range(0, rows, 256)])
+    return (predicted == torch.tensor(held_out["label"])).float().mean().item()
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained for 150 steps on the embedded digits: ``(output folder, eval metrics)``."""
@@ -71,6 +88,7 @@ def test_short_run_learns_and_leaves_a_complete_folder(trained):
     results = json.loads((folder / "eval_results.json").read_text())
     assert results["eval_accuracy"] == metrics["eval_accuracy"] > 0.5  # chance is 0.1
     assert results["eval_top5_accuracy"] >= results["eval_accuracy"]
+    assert folder_accuracy(folder, 360) == pytest.approx(metrics["eval_accuracy"], abs=1e-6)  # the saved model
     processor = AutoImageProcessor.from_pretrained(folder)
     assert processor.size == {"height": 20, "width": 20}
     card = (folder / "README.md").read_text()
@@ -89,9 +107,11 @@ def test_every_family_trains_and_saves(model_type, model_class, tmp_path):
                           "--max_steps", "4",
                           "--max_train_samples", "128", "--max_eval_samples", "32", "--num_landmarks", "8",
                           "--report_to", "none"])
-    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
     model = AutoModelForImageClassification.from_pretrained(folder)
     assert type(model).__name__ == model_class
+    # the folder holds the model the run evaluated, with the processor it evaluated through
+    assert folder_accuracy(folder, 32) == pytest.approx(metrics["eval_accuracy"], abs=1e-6)
     if model_type == "landmark":
         assert model.config.encoder == "landmark" and model.config.encoder_kwargs["num_landmarks"] == 8
     assert MODEL_FILES <= {p.name for p in folder.iterdir()}
@@ -186,6 +206,23 @@ def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
     assert weights.keys() == expected.keys()
     for name in expected:
         assert torch.equal(weights[name], expected[name]), name
+
+
+def test_resume_last_skips_a_checkpoint_a_kill_left_incomplete(tmp_path):
+    # The Trainer writes trainer_state.json last; a folder without it was cut off while saving.
+    for step, complete in ((10, True), (20, True), (30, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-old").mkdir()
+    assert vitx_common.resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert vitx_common.resolve_checkpoint("true", str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert vitx_common.resolve_checkpoint(str(tmp_path / "checkpoint-10"), str(tmp_path)) == str(
+        tmp_path / "checkpoint-10")
+    # transformers' get_last_checkpoint takes the cut-off one, from which the Trainer would restart at step 0
+    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-30")
+    with pytest.raises(ValueError, match=r"--resume_from_checkpoint last: no complete checkpoint in '.*empty'"):
+        vitx_common.resolve_checkpoint("last", str(tmp_path / "empty"))
 
 
 def test_torchrun_two_processes_write_one_loadable_model(torchrun_launch):
