@@ -339,14 +339,8 @@ class CrossVitxConfig(PretrainedConfig):
         channels (`int`, defaults to 3): image channels (`num_channels`).
         qkv_bias (`bool`, defaults to `False`): biases on the query/key/value projections.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
-        initializer_range (`float`, *optional*): `None` (the default) initializes every linear and convolution
-            layer as PyTorch does (uniform in +-1/sqrt(fan_in), vit-pytorch's and nystrom-attention's
-            initialization); a float draws their weights from a truncated normal of that std with zero biases
-            (transformers' ViT and timm use 0.02; folders converted from them keep it).
-        position_init_std (`float`, defaults to 1.0): std of the normal draw of the learned position embeddings
-            and the CLS token (and of the pretraining decoder's positions and mask token). 1.0 matches the unit
-            scale of the tokens they are added to: the patch embeddings end in a LayerNorm
-            (`patch_norm=True`), and at 0.02 the positions would be lost in them.
+        initializer_range (`float`, *optional*), position_init_std (`float`, defaults to 1.0): the
+            initialization, as in [`VitxConfig`] (both streams' positions and CLS tokens at `position_init_std`).
 
     Example:
 
