@@ -920,16 +920,10 @@ class VitxPreTrainedModel(PreTrainedModel):
         if getattr(module, "_vitx_user_weights", False):
             return
         std, position_std = self.config.initializer_range, self.config.position_init_std
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            if std is None:
-                fan_in = module.weight[0].numel()
-                nn.init.kaiming_uniform_(module.weight, a=5 ** 0.5)  # U(+-1/sqrt(fan_in)), as nn.Linear and nn.Conv2d
-                if module.bias is not None:
-                    nn.init.uniform_(module.bias, -fan_in ** -0.5, fan_in ** -0.5)
-            else:
-                nn.init.trunc_normal_(module.weight, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and std is not None:
+            nn.init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
         elif isinstance(module, VitxEmbeddings):
             nn.init.normal_(module.position_embeddings, std=position_std)
             if module.cls_token is not None:
@@ -937,8 +931,8 @@ class VitxPreTrainedModel(PreTrainedModel):
         elif isinstance(module, VitxMAEDecoder):
             nn.init.normal_(module.position_embeddings, std=position_std)
             nn.init.normal_(module.mask_token, std=position_std)
-        elif hasattr(module, "reset_parameters"):  # LayerNorm, and what a head or decoder adds
-            module.reset_parameters()
+        elif hasattr(module, "reset_parameters"):  # PyTorch's draw: U(+-1/sqrt(fan_in)) for linear and convolution
+            module.reset_parameters()              # layers, the identity for LayerNorm, and what a head adds
 
 
 class CrossVitxPreTrainedModel(VitxPreTrainedModel):
