@@ -1256,7 +1256,7 @@ class VitxBackbone(BackboneMixin, VitxPreTrainedModel):
         self.post_init()
 
     def _check_stages(self):
-        """The chosen stages are ones this encoder can give, and the feature pyramid has its one map."""
+        """The chosen stages are ones this encoder gives, and the feature pyramid gets its one map."""
         last = self.stage_names[-1]
         if not self.vitx.encoder.returns_hidden_states and list(self.out_features) != [last]:
             raise ValueError(f"the encoder {self.vitx.encoder.describe()} returns no per-layer states, so the backbone "
@@ -1278,6 +1278,7 @@ class VitxBackbone(BackboneMixin, VitxPreTrainedModel):
 
     def forward(self, pixel_values=None, output_hidden_states=None, output_attentions=None, return_dict=None):
         output_hidden_states = _flag(output_hidden_states, self.config, "output_hidden_states")
+        self._check_stages()  # `out_features` can be set on a built backbone
         encoder = self.vitx.encoder
         encoder.check_flags(output_attentions, output_hidden_states)
         outputs = self.vitx(pixel_values, output_attentions=output_attentions, interpolate_pos_encoding=True,

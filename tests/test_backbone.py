@@ -200,9 +200,8 @@ def test_bad_input_is_named():
         tiny_config("vit", feature_pyramid_channels=0)
     with pytest.raises(ValueError, match="VitxBackbone takes a VitxConfig.*got CrossVitxConfig"):
         VitxBackbone(CrossVitxConfig(image_size=32, sm_patch_size=4, lg_patch_size=8))
-    model = backbone()
-    model.config.out_features = ["stage1", "stage2"]  # changed after construction: the pyramid check still holds
-    model.config.feature_pyramid = True
-    with pytest.raises(ValueError, match="must name one stage"):
-        model._check_stages()
+    model = backbone(feature_pyramid=True)
+    model.out_features = ["stage1", "stage2"]  # chosen after construction: the forward checks again
+    with pytest.raises(ValueError, match=r"`out_features` must name one stage, got \['stage1', 'stage2'\]"):
+        model(torch.randn(1, 3, 32, 32))
 
