@@ -1,9 +1,9 @@
 """vitx: Vision Transformers as Hugging Face models.
 
 Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoders, pretrained base, models,
-heads, pretraining (the masked autoencoder), registration. The data path: ``pixel_values`` -> embeddings
-(patches, CLS token, positions) -> an encoder (any module that keeps the encoder contract of ``VitxEncoderBase``)
--> the pooled token -> a head.
+heads, pretraining (the masked autoencoder), backbone (feature maps for dense heads), registration. The data
+path: ``pixel_values`` -> embeddings (patches, CLS token, positions) -> an encoder (any module that keeps the
+encoder contract of ``VitxEncoderBase``) -> the pooled token -> a head.
 
 One attention module serves every family: ``F.scaled_dot_product_attention``, or the explicit softmax when
 attention maps are requested or the model's ``attn_implementation`` is ``"eager"``. Blocks take their sizes as
@@ -25,18 +25,20 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from transformers import (AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoModelForPreTraining,
-                          PretrainedConfig, PreTrainedModel, ViTImageProcessor)
-from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers import (AutoBackbone, AutoImageProcessor, AutoModel, AutoModelForImageClassification,
+                          AutoModelForPreTraining, PretrainedConfig, PreTrainedModel, ViTImageProcessor)
+from transformers.modeling_outputs import (BackboneOutput, BaseModelOutput, BaseModelOutputWithPooling,
+                                           ImageClassifierOutput)
 from transformers.utils import ModelOutput
 
 try:  # as Hub remote code, the config file sits beside this one in a package
-    from .configuration_vitx import CrossVitxConfig, VitxConfig, _encoder_options, _to_pair
+    from .configuration_vitx import CrossVitxConfig, VitxConfig, _check_feature_pyramid, _encoder_options, _to_pair
 except ImportError:  # installed as top-level modules. Imported by name: transformers 4.x scans remote code for
     # `from X import` lines outside try blocks and would take this fallback for a package the Hub copy needs.
     _configuration = importlib.import_module("configuration_vitx")
-    CrossVitxConfig, VitxConfig, _encoder_options, _to_pair = (
-        getattr(_configuration, name) for name in ("CrossVitxConfig", "VitxConfig", "_encoder_options", "_to_pair"))
+    CrossVitxConfig, VitxConfig, _check_feature_pyramid, _encoder_options, _to_pair = (
+        getattr(_configuration, name)
+        for name in ("CrossVitxConfig", "VitxConfig", "_check_feature_pyramid", "_encoder_options", "_to_pair"))
 
 try:  # transformers >= 4.52: the layer contract its own models follow (checkpointing, every_n_layers)
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -57,6 +59,11 @@ except ImportError:  # older transformers: the same contract, written out
                 return forward(self, *args, **kwargs)
 
             cls.forward = checkpointed_forward
+
+try:  # transformers >= 5: the backbone contract's public home
+    from transformers.backbone_utils import BackboneMixin
+except ImportError:  # transformers 4.x
+    from transformers.utils.backbone_utils import BackboneMixin
 
 # helpers
 
@@ -128,6 +135,12 @@ def _patchify(pixel_values, patch_size):
     patch_height, patch_width = _to_pair(patch_size)
     patches = pixel_values.unflatten(2, (-1, patch_height)).unflatten(4, (-1, patch_width))
     return patches.permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2)
+
+
+def _tokens_to_map(tokens, num_prefix_tokens, height, width):
+    """(batch, prefix + height * width, dim) tokens -> a (batch, dim, height, width) map: the prefix tokens (the
+    CLS token) dropped, the patch tokens laid out row-major, in the order the patch embedding made them."""
+    return tokens[:, num_prefix_tokens:].unflatten(1, (height, width)).permute(0, 3, 1, 2)
 
 
 # embeddings
@@ -1219,6 +1232,127 @@ class VitxForPreTraining(VitxPreTrainedModel):
                                           hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
+
+# backbone
+
+
+class VitxLayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (batch, channels, height, width) map, as ViTDet's feature pyramid norms."""
+
+    def forward(self, feature_map):
+        return super().forward(feature_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class VitxFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid (Li et al., 2022): one (batch, dim, height, width) map to four levels at 4,
+    2, 1 and 1/2 times its resolution (strides 4, 8, 16, 32 for 16-pixel patches), finest first, each with
+    ``feature_pyramid_channels`` channels. Up: transposed convolutions (two for 4x, a LayerNorm and GELU between);
+    down: 2x2 max-pooling; then per level a 1x1 and a 3x3 convolution, each followed by a LayerNorm."""
+
+    def __init__(self, config):
+        super().__init__()
+        dim, channels = config.dim, config.feature_pyramid_channels
+        self.rescale = nn.ModuleList([
+            nn.Sequential(nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2),
+                          VitxLayerNorm2d(dim // 2, eps=config.layer_norm_eps), nn.GELU(),
+                          nn.ConvTranspose2d(dim // 2, dim // 4, kernel_size=2, stride=2)),
+            nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2),
+            nn.Identity(),
+            nn.MaxPool2d(kernel_size=2, stride=2),
+        ])
+        self.project = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(width, channels, kernel_size=1, bias=False),
+                          VitxLayerNorm2d(channels, eps=config.layer_norm_eps),
+                          nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
+                          VitxLayerNorm2d(channels, eps=config.layer_norm_eps))
+            for width in (dim // 4, dim // 2, dim, dim)
+        ])
+
+    def forward(self, feature_map):
+        return tuple(project(rescale(feature_map)) for rescale, project in zip(self.rescale, self.project))
+
+
+class VitxBackbone(BackboneMixin, VitxPreTrainedModel):
+    """The ViT as a transformers backbone (``AutoBackbone``), for dense heads: UperNet, DPT, Mask2Former, DETR.
+
+    Stages (``stage_names``): "stem" (the embeddings) and "stage1" ... "stage{depth}", one per encoder layer;
+    ``config.out_features`` / ``out_indices`` pick those returned (default: the last). Returns
+    ``BackboneOutput``: ``feature_maps``, one (batch, dim, height / patch, width / patch) map per chosen stage,
+    normed as the classifier norms the encoder's output with ``apply_layernorm``; the tokens as they are,
+    (batch, [1 +] patches, dim) with the CLS token first, with ``reshape_hidden_states=False``; or, with
+    ``feature_pyramid``, the chosen stage's map as four levels (``VitxFeaturePyramid``), and ``channels`` then
+    names the four levels' widths. ``hidden_states`` and ``attentions`` come with the usual flags.
+
+    Any image size the patch divides runs: the position table is interpolated to it. The ViT is held as
+    ``self.vitx``, as in the classifier and the masked autoencoder, so their folders load into the backbone
+    with the encoder's weights as they are (the classifier's ``head_norm`` too; the decoder and classifier are
+    left out). An encoder that returns no per-layer states (a user's module) gives only the last stage.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^classifier\."]  # a masked autoencoder's, a classifier's
+    remote_auto_map = {**VitxPreTrainedModel.remote_auto_map, "AutoBackbone": "modeling_vitx.VitxBackbone"}
+
+    def __init__(self, config, encoder=None):
+        if not isinstance(config, VitxConfig):
+            raise ValueError(f"VitxBackbone takes a VitxConfig (the ViT, with any encoder), got {type(config).__name__}: "
+                             f"CrossViT's two streams of different widths make no backbone.")
+        config, encoder = _config_for_encoder(config, encoder)
+        super().__init__(config)
+        if hasattr(self, "_init_backbone"):  # transformers 4.x: the mixin has no __init__ of its own
+            self._init_backbone(config)
+        self.vitx = VitxModel(config, encoder)
+        self.head_norm = _head_norm(config, self.vitx.encoder)
+        self.num_features = [config.dim] * len(self.stage_names)
+        self._check_stages()
+        self.feature_pyramid = VitxFeaturePyramid(config) if config.feature_pyramid else None
+        self.post_init()
+
+    def _check_stages(self):
+        """The chosen stages are ones this encoder gives, and the feature pyramid gets its one map."""
+        last = self.stage_names[-1]
+        if not self.vitx.encoder.returns_hidden_states and list(self.out_features) != [last]:
+            raise ValueError(f"the encoder {self.vitx.encoder.describe()} returns no per-layer states, so the backbone "
+                             f"can give only its last stage: `out_features` must be ['{last}'], got "
+                             f"{list(self.out_features)}.")
+        _check_feature_pyramid(self.config.feature_pyramid, self.config.reshape_hidden_states, self.out_features)
+
+    @property
+    def channels(self):
+        """Channels of each returned feature map: ``dim`` per stage, or the pyramid's width per level."""
+        if self.feature_pyramid is not None:
+            return [self.config.feature_pyramid_channels] * len(self.feature_pyramid.project)
+        return [self.out_feature_channels[name] for name in self.out_features]
+
+    def _layernorm(self, hidden_state):
+        """The norm the classifier puts on the encoder's output: the encoder's final norm, or its own head norm."""
+        encoder = self.vitx.encoder
+        return self.head_norm(encoder.norm(hidden_state) if encoder.normalizes_output else hidden_state)
+
+    def forward(self, pixel_values=None, output_hidden_states=None, output_attentions=None, return_dict=None):
+        output_hidden_states = _flag(output_hidden_states, self.config, "output_hidden_states")
+        self._check_stages()  # `out_features` can be set on a built backbone
+        encoder = self.vitx.encoder
+        encoder.check_flags(output_attentions, output_hidden_states)
+        outputs = self.vitx(pixel_values, output_attentions=output_attentions, interpolate_pos_encoding=True,
+                            output_hidden_states=encoder.returns_hidden_states, return_dict=True)
+        stages = outputs.hidden_states or (None,) * (len(self.stage_names) - 1) + (outputs.last_hidden_state,)
+        (patch_height, patch_width), (height, width) = _to_pair(self.config.patch_size), pixel_values.shape[-2:]
+        feature_maps = []
+        for name in self.out_features:
+            hidden_state = stages[self.stage_names.index(name)]
+            if self.config.apply_layernorm:
+                hidden_state = self._layernorm(hidden_state)
+            if self.config.reshape_hidden_states:
+                hidden_state = _tokens_to_map(hidden_state, self.vitx.embeddings.num_prefix_tokens,
+                                              height // patch_height, width // patch_width)
+            feature_maps.append(hidden_state)
+        if self.feature_pyramid is not None:
+            feature_maps = self.feature_pyramid(feature_maps[-1])
+        output = BackboneOutput(feature_maps=tuple(feature_maps),
+                                hidden_states=outputs.hidden_states if output_hidden_states else None,
+                                attentions=outputs.attentions)
+        return output if _return_dict(return_dict, self.config) else output.to_tuple()
+
 # registration: in process through the Auto classes, and as Hub remote code via `auto_map`
 
 VitxModel.register_for_auto_class("AutoModel")
@@ -1227,6 +1361,8 @@ VitxForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 AutoModel.register(VitxConfig, VitxModel, exist_ok=True)
 AutoModelForImageClassification.register(VitxConfig, VitxForImageClassification, exist_ok=True)
 AutoModelForPreTraining.register(VitxConfig, VitxForPreTraining, exist_ok=True)
+VitxBackbone.register_for_auto_class("AutoBackbone")
+AutoBackbone.register(VitxConfig, VitxBackbone, exist_ok=True)
 CrossVitxModel.register_for_auto_class("AutoModel")
 CrossVitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 AutoModel.register(CrossVitxConfig, CrossVitxModel, exist_ok=True)
@@ -1242,6 +1378,7 @@ __all__ = [
     "CrossVitxModelOutput",
     "CrossVitxPreTrainedModel",
     "LandmarkEncoder",
+    "VitxBackbone",
     "VitxEncoderBase",
     "VitxForImageClassification",
     "VitxForPreTraining",

@@ -15,6 +15,10 @@ Sections:
   mae       one masked autoencoder pretraining step (forward, backward, fused AdamW) of the seed's landmark
             example at 2048 pixels, batch 1: 75% of the 4,096 patches hidden, a decoder of one block of width
             512 over all patches. The landmark encoder beside full attention: time and peak memory.
+  dense     one UperNet training step (forward, backward, fused AdamW; batch 1) on a ViT backbone (dim 192,
+            depth 4, heads 3, mlp 768, patch 16, every block's map into the decode head of width 64) at 1024 and
+            2048 pixels (4,096 and 16,384 tokens): vitx landmark (256 landmarks), vitx full attention, and timm's
+            ViT through `forward_intermediates` into the same decode head. Time, peak memory, their ratios.
   matmul    a large float32 matrix product timed in the same run; every model's achieved GFLOP/s is reported
             as a fraction of it (FLOPs counted with torch.utils.flop_counter).
   convergence  (not in the default run: about an hour on a 2-core CPU) from-scratch training on MNIST, 600
@@ -56,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import CrossVitxConfig, VitxConfig  # noqa: E402
 from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification, VitxForPreTraining  # noqa: E402
+from transformers.modeling_outputs import BackboneOutput  # noqa: E402
 
 SEED_LANDMARK = dict(patch_size=32, dim=512, depth=12, heads=8, mlp_dim=2048, num_landmarks=256, num_classes=1000)
 CLASSIC_PEERS = ("timm", "transformers")  # the classic ViT: a convolution stem, no LayerNorms around it
@@ -69,14 +74,18 @@ FULL = dict(vit=dict(image_size=224, patch_size=16, dim=384, depth=12, heads=6, 
             convergence=dict(data="mnist", image_size=32, patch_size=4, dim=192, depth=6, heads=6, dim_head=32,
                              mlp_dim=384, num_landmarks=16, steps=600, points=(150, 300, 600), batch=32,
                              lr=5e-4, weight_decay=0.05, warmup=50, label_smoothing=0.1, clip=1.0,
-                             eval_samples=10000, seed=0))
+                             eval_samples=10000, seed=0),
+            dense=dict(sizes=(1024, 2048), patch_size=16, dim=192, depth=4, heads=3, mlp_dim=768, num_landmarks=256,
+                       decoder_hidden=64, num_labels=8, repeats=(2, 1)))
 QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp_dim=128, batch=4,
                       num_classes=10, repeats=2),
              highres=dict(sizes=(64, 128), **TINY_LANDMARK, repeats=(1, 1)),
              mae=dict(image_size=64, **TINY_LANDMARK, masking_ratio=0.75, repeats=1, decoder_dim=32, decoder_heads=4),
              matmul=256,
              convergence=dict(FULL["convergence"], data="digits", image_size=12, patch_size=2, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64,
-                              steps=12, points=(6, 12), warmup=2, eval_samples=64))
+                              steps=12, points=(6, 12), warmup=2, eval_samples=64),
+             dense=dict(sizes=(64, 128), patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64, num_landmarks=16,
+                        decoder_hidden=16, num_labels=4, repeats=(1, 1)))
 
 
 # contenders
@@ -222,6 +231,44 @@ def convergence_contenders(s):
                      "vit-pytorch+nystrom": vit_pytorch_nystrom},
         "crossvit": {"vitx-crossvit": vitx_crossvit, "vit-pytorch": vit_pytorch_crossvit},
     }
+class TimmFeatures(torch.nn.Module):
+    """timm's ViT as the backbone UperNet calls: every block's output, final-normed, as (batch, dim, rows, columns)
+    maps from ``forward_intermediates``, as vitx's backbone gives them."""
+
+    def __init__(self, model, depth):
+        super().__init__()
+        self.model, self.depth = model, depth
+
+    def forward_with_filtered_kwargs(self, pixel_values, **kwargs):
+        return BackboneOutput(feature_maps=tuple(self.model.forward_intermediates(
+            pixel_values, indices=self.depth, norm=True, output_fmt="NCHW", intermediates_only=True)))
+
+
+def dense_contenders(s, image_size):
+    """UperNet (``decoder_hidden`` wide, no auxiliary head) on each ViT backbone at ``image_size``, every block's
+    map feeding it: name -> () -> model. The three share the decode head's architecture and the ViT's sizes (the
+    classic patch embedding, a convolution, for all)."""
+    from transformers import UperNetConfig, UperNetForSemanticSegmentation
+
+    def upernet(encoder="vit", **encoder_kwargs):
+        backbone_config = VitxConfig(
+            image_size=image_size, patch_size=s["patch_size"], dim=s["dim"], depth=s["depth"], heads=s["heads"],
+            mlp_dim=s["mlp_dim"], dim_head=s["dim"] // s["heads"], patch_norm=False, encoder=encoder,
+            encoder_kwargs=encoder_kwargs, out_indices=list(range(1, s["depth"] + 1)))
+        return UperNetForSemanticSegmentation(UperNetConfig(
+            backbone_config=backbone_config, hidden_size=s["decoder_hidden"], num_labels=s["num_labels"],
+            use_auxiliary_head=False))
+
+    def timm_full():
+        from timm.models.vision_transformer import VisionTransformer
+        model = upernet()
+        model.backbone = TimmFeatures(VisionTransformer(
+            img_size=image_size, patch_size=s["patch_size"], embed_dim=s["dim"], depth=s["depth"],
+            num_heads=s["heads"], mlp_ratio=s["mlp_dim"] / s["dim"], num_classes=0), s["depth"])
+        return model
+
+    return {"vitx-landmark": lambda: upernet("landmark", num_landmarks=s["num_landmarks"]), "vitx-full": upernet,
+            "timm-full": timm_full}
 
 
 # measuring
@@ -292,6 +339,30 @@ def pretraining_step(model, x, noise):
     return step
 
 
+def segmentation_step(model, x, labels):
+    """Forward, backward and a fused AdamW step of a semantic segmentation model. The decode head's BatchNorms
+    keep their running statistics: at batch 1, UperNet's 1x1 pooled map has one value per channel to norm."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+
+    def step():
+        model(pixel_values=x, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def dense_inputs(s, image_size, device, dtype):
+    """A random image of ``image_size`` and a random class per pixel."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, image_size, image_size, generator=generator)
+    labels = torch.randint(0, s["num_labels"], (1, image_size, image_size), generator=generator)
+    return x.to(device, dtype), labels.to(device)
+
+
 def mae_inputs(s, device, dtype):
     """A random image of the ``mae`` section's size and the noise that picks its visible patches."""
     generator = torch.Generator().manual_seed(0)
@@ -360,6 +431,9 @@ def _peak_memory_here(section, name, settings, image_size, device, dtype):
     if section == "mae":  # a pretraining step: its gradients and AdamW state count too
         model = mae_contenders(settings)[name]().to(device, dtype).train()
         step = pretraining_step(model, *mae_inputs(settings, device, dtype))
+    elif section == "dense":  # a segmentation training step, likewise
+        model = dense_contenders(settings, image_size)[name]().to(device, dtype)
+        step = segmentation_step(model, *dense_inputs(settings, image_size, device, dtype))
     else:
         builders = vit_contenders(settings) if section == "vit" else highres_contenders(settings, image_size)
         model, forward = builders[name]()
@@ -587,6 +661,28 @@ def bench_convergence(s, data_dir, families=("vit", "landmark", "crossvit")):
             rows["vitx-classic"]["margin_over_best_classic_peer"] = margin("vitx-classic", CLASSIC_PEERS)
         report[family] = rows
     return report
+def bench_dense(s, device, dtype, measure_memory=True):
+    """One UperNet training step per backbone and image size: median seconds and (measured in a child process)
+    the peak memory the step adds, each beside the landmark backbone's as a ratio."""
+    results = {}
+    for image_size, repeats in zip(s["sizes"], s["repeats"]):
+        x, labels = dense_inputs(s, image_size, device, dtype)
+        steps = {}
+        for name, build in dense_contenders(s, image_size).items():
+            torch.manual_seed(0)
+            steps[name] = segmentation_step(build().to(device, dtype), x, labels)
+        # at the largest size a full-attention step takes a minute on a CPU: one-off setup is noise there
+        medians = alternate(steps, repeats, device, warmup=1 if image_size == s["sizes"][0] else 0)
+        rows = {name: {"seconds": seconds, "landmark_speedup": seconds / medians["vitx-landmark"]}
+                for name, seconds in medians.items()}
+        if measure_memory:
+            for name, row in rows.items():
+                row["peak_mb"] = peak_memory_child("dense", name, s, image_size, device, dtype)
+            for row in rows.values():
+                row["landmark_memory_saving"] = row["peak_mb"] / rows["vitx-landmark"]["peak_mb"]
+        results[str((image_size // s["patch_size"]) ** 2)] = {"image_size": image_size, **rows}
+        del steps
+    return results
 
 
 def machine(device):
@@ -598,7 +694,7 @@ def machine(device):
     return info
 
 
-def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "compile", "highres", "mae"),
+def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "compile", "highres", "mae", "dense"),
         measure_memory=True, data_dir=None):
     """Every figure of the chosen sections, as a dict (what ``--json`` writes). ``data_dir`` caches MNIST for the
     convergence section (default: ``~/.cache/vitx/mnist``)."""
@@ -616,6 +712,8 @@ def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "
     if "convergence" in sections:  # float32 on the CPU: accuracy, not speed, is what it compares
         report["convergence"] = bench_convergence(settings["convergence"],
                                                   data_dir or Path.home() / ".cache" / "vitx" / "mnist")
+    if "dense" in sections:
+        report["dense"] = bench_dense(settings["dense"], device, torch_dtype, measure_memory)
     return report
 
 
@@ -674,6 +772,14 @@ def format_report(report):
                         lines.append(f"{name} over {label} | " + " | ".join(
                             f"{row[key][p] * 100:+.2f} pt" for p in points) + " |")
             lines.append("")
+    for tokens, rows in report.get("dense", {}).items():
+        rows = dict(rows)
+        size = rows.pop("image_size")
+        lines += [f"UperNet training step {size}x{size} ({tokens} tokens) | seconds | landmark speedup | peak MB | "
+                  f"landmark memory saving", "--- | --- | --- | --- | ---"]
+        lines += [f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f} | "
+                  f"{r.get('landmark_memory_saving', float('nan')):.2f}x" for n, r in rows.items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -687,8 +793,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--sections", default="matmul,vit,compile,highres,mae",
-                        help="comma-separated subset of matmul,vit,compile,highres,mae,convergence")
+    parser.add_argument("--sections", default="matmul,vit,compile,highres,mae,dense",
+                        help="comma-separated subset of matmul,vit,compile,highres,mae,dense,convergence")
     parser.add_argument("--data-dir", help="where the convergence section keeps MNIST (default ~/.cache/vitx/mnist)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--json", help="write every figure to this JSON file")

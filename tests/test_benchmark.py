@@ -183,3 +183,21 @@ def test_quick_convergence_run_trains_every_contender_on_the_same_batches(capsys
                                        "convergence": report})
     assert "vit from scratch on digits (1437 training images, accuracy on 200 test images), 60 steps" in printed
     assert "vitx over the best peer |" in printed
+def test_quick_dense_section_times_a_segmentation_step_per_backbone():
+    """The dense section on tiny sizes: a row per backbone and size, each beside the landmark backbone's; the timm
+    contender's decode head reads timm's maps, the same shapes vitx's backbone gives."""
+    report = benchmark.run(quick=True, sections=("dense",), measure_memory=False)["dense"]
+    settings = benchmark.QUICK["dense"]
+    assert list(report) == [str((64 // 8) ** 2), str((128 // 8) ** 2)]
+    for rows in report.values():
+        assert set(rows) == {"image_size", "vitx-landmark", "vitx-full", "timm-full"}
+        assert rows["vitx-landmark"]["landmark_speedup"] == 1.0
+        assert all(rows[name]["seconds"] > 0 for name in ("vitx-full", "timm-full"))
+    assert "UperNet training step 128x128 (256 tokens)" in benchmark.format_report(
+        {"machine": {}, "matmul_gflops": 1.0, "dtype": "float32", "dense": report})
+    models = {name: build() for name, build in benchmark.dense_contenders(settings, 64).items()}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        shapes = {name: [tuple(m.shape) for m in model.backbone.forward_with_filtered_kwargs(x).feature_maps]
+                  for name, model in models.items()}
+    assert shapes["timm-full"] == shapes["vitx-full"] == shapes["vitx-landmark"] == [(1, 32, 8, 8)] * 2
