@@ -125,6 +125,19 @@ def _encoder_options(encoder, encoder_kwargs):
     return {name: check(name, encoder_kwargs.get(name, default)) for name, (default, check) in options.items()}
 
 
+def _check_segmentation_layers(layers, depth):
+    """The ``hidden_states`` indices the segmentation decoder fuses with the last state: ``layers`` checked (ints
+    in [0, depth), sorted, no repeats), or by default the blocks at a quarter, half and three quarters of
+    ``depth``."""
+    if layers is None:
+        return sorted({depth * quarter // 4 for quarter in (1, 2, 3)} - {0})
+    if not isinstance(layers, (list, tuple)) or not all(_is_int(i) and 0 <= i < depth for i in layers) \
+            or len(set(layers)) != len(layers):
+        raise ValueError(f"`segmentation_layers` must be distinct `hidden_states` indices in [0, {depth}) "
+                         f"(`depth` {depth}: the last state is always fused), got {layers!r}.")
+    return sorted(layers)
+
+
 def _set_num_labels(num_classes, kwargs):
     """``num_classes`` is vit-pytorch's name for HF's ``num_labels``; explicit label maps win."""
     id2label, label2id = kwargs.get("id2label"), kwargs.get("label2id")
@@ -137,7 +150,8 @@ def _set_num_labels(num_classes, kwargs):
 
 
 class VitxConfig(PretrainedConfig):
-    r"""Configuration of [`VitxModel`] and [`VitxForImageClassification`].
+    r"""Configuration of [`VitxModel`], [`VitxForImageClassification`], [`VitxForPreTraining`] and
+    [`VitxForSemanticSegmentation`].
 
     Args:
         image_size (`int` or `(int, int)`, defaults to 224): image size, or (height, width) for rectangular images.
@@ -173,6 +187,16 @@ class VitxConfig(PretrainedConfig):
         decoder_dim_head (`int`, defaults to 64): width of each of the decoder's attention heads.
         norm_pix_loss (`bool`, defaults to `False`): reconstruct each patch normalized by its own mean and
             variance (the MAE paper's better representations) instead of the raw pixel values.
+        segmentation_layers (`list[int]`, defaults to evenly spaced blocks): semantic segmentation
+            (`VitxForSemanticSegmentation`): the earlier encoder states fused with the last one, as indices of
+            `hidden_states` (0: the embeddings, i: block i's output), each in [0, depth). The default takes the
+            blocks at a quarter, half and three quarters of the depth (fewer in shallow models); `[]` reads the
+            last state alone (needed for an encoder that returns no layer states).
+        segmentation_dim (`int`, defaults to 64): width of the fused token map the segmentation decoder
+            upsamples.
+        segmentation_pixel_dim (`int`, defaults to 16): width of the decoder's full-resolution convolutional
+            path from the pixels; each halving of the resolution doubles it, up to `segmentation_dim`.
+        semantic_loss_ignore_index (`int`, defaults to 255): the label id the segmentation loss ignores.
 
     Example:
 
@@ -220,6 +244,10 @@ class VitxConfig(PretrainedConfig):
         decoder_heads=8,
         decoder_dim_head=64,
         norm_pix_loss=False,
+        segmentation_layers=None,
+        segmentation_dim=64,
+        segmentation_pixel_dim=16,
+        semantic_loss_ignore_index=255,
         **kwargs,
     ):
         self.image_size = _check_size("image_size", image_size)
@@ -257,6 +285,12 @@ class VitxConfig(PretrainedConfig):
         self.decoder_dim, self.decoder_depth, self.decoder_heads = decoder_dim, decoder_depth, decoder_heads
         self.decoder_dim_head = decoder_dim_head
         self.norm_pix_loss = _check_bool("norm_pix_loss", norm_pix_loss)
+        self.segmentation_layers = _check_segmentation_layers(segmentation_layers, depth)
+        self.segmentation_dim = _check_positive_int("segmentation_dim", segmentation_dim)
+        self.segmentation_pixel_dim = _check_positive_int("segmentation_pixel_dim", segmentation_pixel_dim)
+        if not _is_int(semantic_loss_ignore_index):
+            raise ValueError(f"`semantic_loss_ignore_index` must be an int, got {semantic_loss_ignore_index!r}.")
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
 
