@@ -194,7 +194,7 @@ class VitxConfig(PretrainedConfig):
             last state alone (needed for an encoder that returns no layer states).
         segmentation_dim (`int`, defaults to 64): width of the fused token map the segmentation decoder
             upsamples.
-        segmentation_pixel_dim (`int`, defaults to 16): width of the decoder's full-resolution convolutional
+        segmentation_pixel_dim (`int`, defaults to 8): width of the decoder's full-resolution convolutional
             path from the pixels; each halving of the resolution doubles it, up to `segmentation_dim`.
         semantic_loss_ignore_index (`int`, defaults to 255): the label id the segmentation loss ignores.
 
@@ -246,7 +246,7 @@ class VitxConfig(PretrainedConfig):
         norm_pix_loss=False,
         segmentation_layers=None,
         segmentation_dim=64,
-        segmentation_pixel_dim=16,
+        segmentation_pixel_dim=8,
         semantic_loss_ignore_index=255,
         **kwargs,
     ):

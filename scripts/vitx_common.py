@@ -1,5 +1,5 @@
-"""What the scripts share: the default image processor, a folder's processor, the vitx layer weight names the
-converters write, and writing a converted folder.
+"""What the scripts share: the default image processors (classification, segmentation), a folder's processor, the
+vitx layer weight names the converters write, and writing a converted folder.
 
 The scripts import it as a sibling module: ``python scripts/<name>.py`` puts ``scripts/`` first on
 ``sys.path``, and the tests add it through pytest's ``pythonpath``.
@@ -9,7 +9,7 @@ import numbers
 import warnings
 from pathlib import Path
 
-from transformers import AutoImageProcessor, ViTImageProcessor
+from transformers import AutoImageProcessor, SegformerImageProcessor, ViTImageProcessor
 
 from configuration_vitx import _to_pair
 
@@ -42,6 +42,21 @@ def default_image_processor(image_size, channels=3, image_mean=0.5, image_std=0.
     return ViTImageProcessor(size={"height": height, "width": width}, do_convert_rgb=channels == 3,
                              image_mean=_per_channel("image_mean", image_mean, channels),
                              image_std=_per_channel("image_std", image_std, channels), **options)
+
+
+def segmentation_image_processor(image_size, image_mean=0.5, image_std=0.5):
+    """The image processor of a vitx semantic segmentation folder: transformers' ``SegformerImageProcessor``,
+    whose ``post_process_semantic_segmentation`` the ``image-segmentation`` pipeline calls.
+
+    Resizes images (bilinear) and segmentation maps (nearest, ids kept) to ``image_size`` (an int or ``(height,
+    width)``), rescales pixels to [0, 1] and normalizes them with ``image_mean`` and ``image_std`` (one number,
+    or one per channel; the 0.5 / 0.5 default as ``default_image_processor``). Three-channel images: it does not
+    convert grayscale files, which ``scripts/train_segmentation.py`` and the pipeline convert to RGB first.
+    """
+    height, width = _to_pair(image_size)
+    return SegformerImageProcessor(size={"height": height, "width": width}, do_reduce_labels=False,
+                                   image_mean=_per_channel("image_mean", image_mean, 3),
+                                   image_std=_per_channel("image_std", image_std, 3))
 
 
 def load_image_processor(name, config, trust_remote_code=False):
