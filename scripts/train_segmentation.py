@@ -74,6 +74,7 @@ DIGIT_SIZES = (16, 24)  # an 8x8 scan upscaled to a side in this range, pixels
 INK = 64  # upscaled 8-bit ink from which a pixel belongs to its digit
 TRAIN_CANVASES, EVAL_CANVASES = 1000, 200
 CANVAS_SEED = 0
+CANVAS_LABELS = ["background"] + [f"digit {digit}" for digit in range(10)]  # the class ids of the canvases' masks
 
 
 @dataclass
@@ -451,6 +452,8 @@ def main(argv=None):
         raise ValueError(f"--label_smoothing_factor {training_args.label_smoothing_factor}: the Trainer's label "
                          f"smoother reads class scores on the last axis, which per-pixel logits do not have; drop it")
     names, training_args.label_names = class_names(training_args.label_names), ["labels"]
+    if not (data_args.dataset_name or data_args.train_dir):
+        names = names or CANVAS_LABELS
     train.configure_threads(training_args.dataloader_num_workers)
     set_seed(training_args.seed)
     data = prepare_data(load_raw_datasets(data_args), data_args, names)
