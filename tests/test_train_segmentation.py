@@ -193,3 +193,27 @@ def test_flags_that_cannot_apply_are_refused(tmp_path):
                            (["--model_type", "crossvit"], "--model_type 'crossvit' cannot segment")):
         with pytest.raises(ValueError, match=message):
             train_segmentation.main([*TINY_SEG, *flags, "--output_dir", tmp_path / "out", "--max_steps", "1"])
+
+
+def test_intensity_rule_predicts_each_gray_levels_most_frequent_class():
+    import benchmark
+
+    gray = torch.tensor([0, 0, 0, 255, 255, 128], dtype=torch.float32).view(1, 1, 2, 3)
+    pixels = (gray / 255 - 0.5) / 0.5  # as the processor normalizes
+    labels = torch.tensor([[0, 0, 1], [2, 2, 255]])  # the 255 under gray 128 is not counted
+    predict = benchmark.intensity_rule(pixels.expand(1, 3, 2, 3), labels.unsqueeze(0), num_labels=3)
+    assert predict(pixels.expand(1, 3, 2, 3)).tolist() == [[[0, 0, 0], [2, 2, 0]]]
+
+
+def test_benchmark_section_trains_each_contender_for_the_same_cpu_time(capsys):
+    import benchmark
+
+    report = benchmark.main(["--quick", "--sections", "segmentation", "--no-memory"])["segmentation"]
+    assert (report["cpu_seconds"], report["train_images"], report["eval_images"]) == (3, 32, 16)
+    assert set(report) - {"cpu_seconds", "threads", "train_images", "eval_images"} == {"intensity rule", "vitx", "unet"}
+    for name in ("vitx", "unet"):
+        assert report[name]["steps"] > 0 and report[name]["parameters"] > 0
+    for row in (report[name] for name in ("intensity rule", "vitx", "unet")):
+        assert 0 <= row["mean_iou"] <= 1 and 0 <= row["overall_accuracy"] <= 1
+    assert report["intensity rule"]["overall_accuracy"] > 0.5  # most pixels are dark background, which it gets
+    assert "segmentation (32 training, 16 held-out canvases; 3 CPU s each" in capsys.readouterr().out
