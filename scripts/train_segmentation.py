@@ -35,7 +35,6 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import PIL.Image
@@ -234,8 +233,8 @@ def check_pairs(dataset, split, image_column, label_column, num_labels=None):
         ids = np.unique(mask[mask != IGNORE_INDEX])
         if num_labels is not None and ids.size and (ids[0] < 0 or ids[-1] >= num_labels):
             wrong = [int(i) for i in ids if i < 0 or i >= num_labels]
-            raise ValueError(f"mask {name!r} holds ids {wrong}, outside the {num_labels} labels (ids 0..{num_labels - 1}"
-                             f", or 255 for pixels not labelled)")
+            raise ValueError(f"mask {name!r} holds ids {wrong}, outside the {num_labels} labels "
+                             f"(ids 0..{num_labels - 1}, or 255 for pixels not labelled)")
         largest = max(largest, int(ids[-1]) if ids.size else -1)
     return largest
 
