@@ -65,7 +65,7 @@ def test_digit_canvases_label_each_digits_ink():
     assert all(1 <= c <= 2 for c in counts) and sum((np.asarray(m) > 0).sum() > 0 for m in masks) == 20
 
 
-def write_pairs(root, count=4, size=(16, 24), mask_size=None, ids=(0, 1, 2), skip_mask=None):
+def write_pairs(root, count=4, size=(32, 48), mask_size=None, ids=(0, 1, 2), skip_mask=None):
     """``root/images/*.png`` and ``root/masks/*.png``: random RGB images, masks of ``ids`` (and some 255)."""
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
@@ -119,7 +119,7 @@ def test_folder_data_with_label_names(tmp_path):
                                        "--save_strategy", "no"])
     assert METRICS <= metrics.keys() and len(metrics["eval_per_category_iou"]) == 3
     config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["id2label"] == {"0": "sky", "1": "road", "2": "car"} and config["image_size"] == [16, 24]
+    assert config["id2label"] == {"0": "sky", "1": "road", "2": "car"} and config["image_size"] == [32, 48]
 
 
 def test_datasets_data_with_an_annotation_column(tmp_path):
@@ -169,13 +169,13 @@ def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [
-    (dict(mask_size=(16, 20)), r"mask '.*/masks/0.png' is 20x16 pixels, its image '.*/images/0.png' 24x16: a mask "
+    (dict(mask_size=(32, 40)), r"mask '.*/masks/0.png' is 40x32 pixels, its image '.*/images/0.png' 48x32: a mask "
                                r"labels each pixel of its image and must have the image's size"),
     (dict(ids=(0, 1, 5)), r"mask '.*/masks/\d.png' holds ids \[5\], outside the 3 labels \(ids 0..2, or 255 for "
                           r"pixels not labelled\)"),
     (dict(skip_mask=2), r"the image '.*/images/2.png' has no mask of the same stem in masks/ \(1 images are "
                         r"affected\)"),
-    (dict(size=(18, 24)), r"the training images: 18x24 pixels, which the patch size 8 does not divide; give a "
+    (dict(size=(36, 48)), r"the training images: 36x48 pixels, which the patch size 8 does not divide; give a "
                           r"--patch_size that divides both sides, or an --image_size"),
 ], ids=["mask_size", "mask_id", "no_mask", "patch_does_not_divide"])
 def test_bad_input_is_named_before_training(case, message, tmp_path):
