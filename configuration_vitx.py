@@ -155,6 +155,17 @@ def _check_feature_pyramid(feature_pyramid, reshape_hidden_states, out_features)
     if feature_pyramid and len(out_features) != 1:
         raise ValueError(f"`feature_pyramid=True` builds its four levels from one stage: `out_features` must name "
                          f"one stage, got {out_features}.")
+def _check_segmentation_layers(layers, depth):
+    """The ``hidden_states`` indices the segmentation decoder fuses with the last state: ``layers`` checked (ints
+    in [0, depth), sorted, no repeats), or by default the blocks at a quarter, half and three quarters of
+    ``depth``."""
+    if layers is None:
+        return sorted({depth * quarter // 4 for quarter in (1, 2, 3)} - {0})
+    if not isinstance(layers, (list, tuple)) or not all(_is_int(i) and 0 <= i < depth for i in layers) \
+            or len(set(layers)) != len(layers):
+        raise ValueError(f"`segmentation_layers` must be distinct `hidden_states` indices in [0, {depth}) "
+                         f"(`depth` {depth}: the last state is always fused), got {layers!r}.")
+    return sorted(layers)
 
 
 def _set_num_labels(num_classes, kwargs):
@@ -169,7 +180,8 @@ def _set_num_labels(num_classes, kwargs):
 
 
 class VitxConfig(BackboneConfigMixin, PretrainedConfig):
-    r"""Configuration of [`VitxModel`] and [`VitxForImageClassification`].
+    r"""Configuration of [`VitxModel`], [`VitxForImageClassification`], [`VitxForPreTraining`],
+    [`VitxForSemanticSegmentation`] and [`VitxBackbone`].
 
     Args:
         image_size (`int` or `(int, int)`, defaults to 224): image size, or (height, width) for rectangular images.
@@ -226,6 +238,16 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
             simple feature pyramid (Li et al., 2022): four maps at 4, 2, 1 and 1/2 times its resolution (strides
             4, 8, 16 and 32 for 16-pixel patches), by deconvolutions up and max-pooling down.
         feature_pyramid_channels (`int`, defaults to 256): channels of each level of the feature pyramid.
+        segmentation_layers (`list[int]`, defaults to evenly spaced blocks): semantic segmentation
+            (`VitxForSemanticSegmentation`): the earlier encoder states fused with the last one, as indices of
+            `hidden_states` (0: the embeddings, i: block i's output), each in [0, depth). The default takes the
+            blocks at a quarter, half and three quarters of the depth (fewer in shallow models); `[]` reads the
+            last state alone (needed for an encoder that returns no layer states).
+        segmentation_dim (`int`, defaults to 64): width of the fused token map the segmentation decoder
+            upsamples.
+        segmentation_pixel_dim (`int`, defaults to 8): width of the decoder's full-resolution convolutional
+            path from the pixels; each halving of the resolution doubles it, up to `segmentation_dim`.
+        semantic_loss_ignore_index (`int`, defaults to 255): the label id the segmentation loss ignores.
 
     Example:
 
@@ -280,6 +302,10 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
         reshape_hidden_states=True,
         feature_pyramid=False,
         feature_pyramid_channels=256,
+        segmentation_layers=None,
+        segmentation_dim=64,
+        segmentation_pixel_dim=8,
+        semantic_loss_ignore_index=255,
         **kwargs,
     ):
         self.image_size = _check_size("image_size", image_size)
@@ -332,6 +358,12 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
         self.feature_pyramid = _check_bool("feature_pyramid", feature_pyramid)
         self.feature_pyramid_channels = _check_positive_int("feature_pyramid_channels", feature_pyramid_channels)
         _check_feature_pyramid(self.feature_pyramid, self.reshape_hidden_states, self.out_features)
+        self.segmentation_layers = _check_segmentation_layers(segmentation_layers, depth)
+        self.segmentation_dim = _check_positive_int("segmentation_dim", segmentation_dim)
+        self.segmentation_pixel_dim = _check_positive_int("segmentation_pixel_dim", segmentation_pixel_dim)
+        if not _is_int(semantic_loss_ignore_index):
+            raise ValueError(f"`semantic_loss_ignore_index` must be an int, got {semantic_loss_ignore_index!r}.")
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
 

@@ -1,9 +1,9 @@
 """vitx: Vision Transformers as Hugging Face models.
 
 Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoders, pretrained base, models,
-heads, pretraining (the masked autoencoder), backbone (feature maps for dense heads), registration. The data
-path: ``pixel_values`` -> embeddings (patches, CLS token, positions) -> an encoder (any module that keeps the
-encoder contract of ``VitxEncoderBase``) -> the pooled token -> a head.
+heads, semantic segmentation, pretraining (the masked autoencoder), backbone (feature maps for dense heads),
+registration. The data path: ``pixel_values`` -> embeddings (patches, CLS token, positions) -> an encoder (any
+module that keeps the encoder contract of ``VitxEncoderBase``) -> the pooled token -> a head.
 
 One attention module serves every family: ``F.scaled_dot_product_attention``, or the explicit softmax when
 attention maps are requested or the model's ``attn_implementation`` is ``"eager"``. Blocks take their sizes as
@@ -17,6 +17,7 @@ is the classic ViT of HF transformers and timm.
 import copy
 import importlib
 import inspect
+import math
 from dataclasses import dataclass
 from functools import partial, wraps
 from typing import Optional
@@ -26,9 +27,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from transformers import (AutoBackbone, AutoImageProcessor, AutoModel, AutoModelForImageClassification,
-                          AutoModelForPreTraining, PretrainedConfig, PreTrainedModel, ViTImageProcessor)
+                          AutoModelForPreTraining, AutoModelForSemanticSegmentation, PretrainedConfig,
+                          PreTrainedModel, ViTImageProcessor)
 from transformers.modeling_outputs import (BackboneOutput, BaseModelOutput, BaseModelOutputWithPooling,
-                                           ImageClassifierOutput)
+                                           ImageClassifierOutput, SemanticSegmenterOutput)
 from transformers.utils import ModelOutput
 
 try:  # as Hub remote code, the config file sits beside this one in a package
@@ -113,14 +115,14 @@ def _image_classification_loss(logits, labels, config, num_items_in_batch=None):
     return loss if num_items_in_batch is None else loss / num_items_in_batch
 
 
-def _check_class_ids(labels, num_labels):
-    """A clear error for class ids outside [0, num_labels) (other than the ignored -100), in eager mode; traced
-    and compiled graphs skip it, since it reads the labels' values."""
+def _check_class_ids(labels, num_labels, ignore_index=-100):
+    """A clear error for class ids outside [0, num_labels) (other than the ignored ``ignore_index``), in eager
+    mode; traced and compiled graphs skip it, since it reads the labels' values."""
     if torch.compiler.is_compiling() or not labels.numel():
         return
-    wrong = (labels < 0) & (labels != -100) | (labels >= num_labels)
+    wrong = (labels < 0) & (labels != ignore_index) | (labels >= num_labels) & (labels != ignore_index)
     if wrong.any():
-        raise ValueError(f"`labels` must be class ids in [0, {num_labels}) or -100 (ignored), got "
+        raise ValueError(f"`labels` must be class ids in [0, {num_labels}) or {ignore_index} (ignored), got "
                          f"{sorted(set(labels[wrong].tolist()))[:10]}.")
 
 
@@ -847,7 +849,8 @@ class VitxPreTrainedModel(PreTrainedModel):
     # Every Auto class of the family, so a saved folder loads as remote code through any of them.
     remote_auto_map = {"AutoModel": "modeling_vitx.VitxModel",
                        "AutoModelForImageClassification": "modeling_vitx.VitxForImageClassification",
-                       "AutoModelForPreTraining": "modeling_vitx.VitxForPreTraining"}
+                       "AutoModelForPreTraining": "modeling_vitx.VitxForPreTraining",
+                       "AutoModelForSemanticSegmentation": "modeling_vitx.VitxForSemanticSegmentation"}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained``, with ``auto_map`` naming every Auto class of the family. FSDP2
@@ -1126,6 +1129,150 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
 
+# semantic segmentation
+
+
+class VitxChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a (batch, channels, height, width) map (ConvNeXt's channels-first norm). A
+    ``nn.LayerNorm``, so it is initialized as every other; unlike batch norm it computes the same function in
+    training and evaluation, whatever the batch."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class VitxConvBlock(nn.Module):
+    """3x3 convolution (``stride`` 2 halves the resolution) -> channel LayerNorm -> GELU."""
+
+    def __init__(self, config, *, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.norm = VitxChannelNorm(out_channels, eps=config.layer_norm_eps)
+
+    def forward(self, x):
+        return F.gelu(self.norm(self.conv(x)))
+
+
+def _segmentation_widths(config):
+    """Channels of the decoder's convolutional path at full resolution, 1/2, 1/4, ...: one scale per halving down
+    to the patch grid (``ceil(log2(patch side))`` scales), ``segmentation_pixel_dim`` doubling at each, at most
+    ``segmentation_dim``."""
+    scales = max(1, math.ceil(math.log2(max(_to_pair(config.patch_size)))))
+    return [min(config.segmentation_dim, config.segmentation_pixel_dim * 2 ** k) for k in range(scales)]
+
+
+class VitxSegmentationDecoder(nn.Module):
+    """A light U-Net-like decoder from encoder tokens and pixels to per-pixel logits at full resolution.
+
+    The tokens of the fused encoder states (each normed) are concatenated, projected to ``segmentation_dim``
+    per patch and normed, and laid out as a map at the patch grid. A small convolutional path reads the pixels at full
+    resolution and at each halving down to the grid (``pixel_blocks``); going back up, the map is upsampled
+    (bilinear) to each of those scales, concatenated with the path's map there and mixed by a 3x3 convolution
+    (``up_blocks``), so that edges and one-pixel-wide structures come from the pixels while what they are comes
+    from the transformer's context. A 1x1 convolution gives the logits.
+    """
+
+    def __init__(self, config, *, num_states):
+        super().__init__()
+        widths = _segmentation_widths(config)
+        self.project = nn.Linear(num_states * config.dim, config.segmentation_dim)
+        # normed, so the transformer's map enters the convolutions on the scale of the pixels' path
+        self.project_norm = nn.LayerNorm(config.segmentation_dim, eps=config.layer_norm_eps)
+        self.pixel_blocks = nn.ModuleList(
+            [nn.Sequential(VitxConvBlock(config, in_channels=config.channels, out_channels=widths[0]),
+                           VitxConvBlock(config, in_channels=widths[0], out_channels=widths[0]))]
+            + [VitxConvBlock(config, in_channels=wider, out_channels=width, stride=2)
+               for wider, width in zip(widths, widths[1:])])
+        coarser = widths[1:] + [config.segmentation_dim]
+        self.up_blocks = nn.ModuleList([VitxConvBlock(config, in_channels=up + width, out_channels=width)
+                                        for up, width in zip(coarser, widths)])
+        self.classifier = nn.Conv2d(widths[0], config.num_labels, kernel_size=1)
+
+    def forward(self, states, pixel_values, num_prefix_tokens, grid):
+        """``states``: (batch, prefix + patches, dim) normed encoder states; ``grid``: the patch grid (rows,
+        columns). Returns (batch, num_labels, height, width) logits at the pixels' resolution."""
+        x = _tokens_to_map(self.project_norm(self.project(torch.cat(states, dim=-1))), num_prefix_tokens, *grid)
+        skips = []
+        for block in self.pixel_blocks:
+            skips.append(block(skips[-1] if skips else pixel_values))
+        for block, skip in zip(reversed(self.up_blocks), reversed(skips)):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat((x, skip), dim=1))
+        return self.classifier(x)
+
+
+class VitxForSemanticSegmentation(VitxPreTrainedModel):
+    """ViT for semantic segmentation: a class per pixel. Returns ``SemanticSegmenterOutput``.
+
+    The encoder is ``VitxModel`` (``vitx.*``, and ``head_norm`` where the encoder has no final norm: the weights of
+    a classifier or a masked autoencoder, which ``from_pretrained`` carries over). The states of the blocks
+    ``config.segmentation_layers`` names and the last one go to ``VitxSegmentationDecoder``, which upsamples them
+    step by step while a small convolutional path brings in the pixels at every scale.
+
+    ``logits`` are (batch, num_labels, height, width): the full resolution of ``pixel_values``, where
+    transformers' segmentation models return 1/4 of it and leave the rest to a bilinear resize. Upsampling
+    logits cannot restore what is thinner than their stride (a vessel, a crack, a border one or two pixels
+    wide); here the decoder sees the pixels at full resolution, and the loss is taken there, so every labelled
+    pixel counts. ``loss`` (with ``labels``, (batch, height, width) class ids) is the cross-entropy over the
+    pixels whose label is not ``config.semantic_loss_ignore_index`` (255).
+
+    Works with any encoder; one that returns no layer states needs ``segmentation_layers=[]``. Rectangular images
+    and ``interpolate_pos_encoding=True`` (other image sizes that the patch size divides) work as in the other
+    models.
+    """
+
+    # The Trainer's count of labels for gradient accumulation counts every pixel not -100, ignored 255s
+    # included: each micro-batch's loss is the mean over its own labelled pixels instead.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config, encoder=None):
+        if not isinstance(config, VitxConfig):
+            raise ValueError(f"semantic segmentation takes a VitxConfig (the ViT, with any encoder), got "
+                             f"{type(config).__name__}.")
+        config, encoder = _config_for_encoder(config, encoder)
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vitx = VitxModel(config, encoder)
+        if config.segmentation_layers and not self.vitx.encoder.returns_hidden_states:
+            raise ValueError(f"`segmentation_layers` {config.segmentation_layers} cannot be read: the encoder "
+                             f"{self.vitx.encoder.describe()} returns no layer states. Set "
+                             f"`segmentation_layers=[]` to segment from its last state alone.")
+        self.head_norm = _head_norm(config, self.vitx.encoder)
+        self.state_norms = nn.ModuleList([nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+                                          for _ in config.segmentation_layers])
+        self.decode_head = VitxSegmentationDecoder(config, num_states=len(config.segmentation_layers) + 1)
+        self.post_init()
+
+    def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
+                interpolate_pos_encoding=False, return_dict=None):
+        output_hidden_states = _flag(output_hidden_states, self.config, "output_hidden_states")
+        layers = self.config.segmentation_layers
+        outputs = self.base_outputs(pixel_values, output_attentions, output_hidden_states or bool(layers),
+                                    interpolate_pos_encoding)
+        states = [norm(outputs.hidden_states[i]) for norm, i in zip(self.state_norms, layers)]
+        states.append(self.head_norm(outputs.last_hidden_state))
+        patch_height, patch_width = self.vitx.embeddings.patch_size
+        grid = (pixel_values.shape[-2] // patch_height, pixel_values.shape[-1] // patch_width)
+        logits = self.decode_head(states, pixel_values, self.vitx.embeddings.num_prefix_tokens, grid)
+        output = SemanticSegmenterOutput(
+            loss=self.loss(logits, labels), logits=logits,
+            hidden_states=outputs.hidden_states if output_hidden_states else None, attentions=outputs.attentions,
+        )
+        return output if _return_dict(return_dict, self.config) else output.to_tuple()
+
+    def loss(self, logits, labels):
+        """Cross-entropy of (batch, num_labels, height, width) ``logits`` against (batch, height, width) class ids,
+        over the pixels not labelled ``semantic_loss_ignore_index``; ``None`` without labels."""
+        if labels is None:
+            return None
+        if labels.shape != (logits.shape[0], *logits.shape[2:]):
+            raise ValueError(f"`labels` must be (batch, height, width) = {(logits.shape[0], *logits.shape[2:])} "
+                             f"class ids, one per pixel, got {tuple(labels.shape)}.")
+        labels = labels.to(logits.device).long()
+        _check_class_ids(labels, self.num_labels, self.config.semantic_loss_ignore_index)
+        return F.cross_entropy(logits, labels, ignore_index=self.config.semantic_loss_ignore_index)
+
+
 # pretraining
 
 
@@ -1358,11 +1505,13 @@ class VitxBackbone(BackboneMixin, VitxPreTrainedModel):
 VitxModel.register_for_auto_class("AutoModel")
 VitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 VitxForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+VitxForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
 AutoModel.register(VitxConfig, VitxModel, exist_ok=True)
 AutoModelForImageClassification.register(VitxConfig, VitxForImageClassification, exist_ok=True)
 AutoModelForPreTraining.register(VitxConfig, VitxForPreTraining, exist_ok=True)
 VitxBackbone.register_for_auto_class("AutoBackbone")
 AutoBackbone.register(VitxConfig, VitxBackbone, exist_ok=True)
+AutoModelForSemanticSegmentation.register(VitxConfig, VitxForSemanticSegmentation, exist_ok=True)
 CrossVitxModel.register_for_auto_class("AutoModel")
 CrossVitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 AutoModel.register(CrossVitxConfig, CrossVitxModel, exist_ok=True)
@@ -1383,6 +1532,7 @@ __all__ = [
     "VitxForImageClassification",
     "VitxForPreTraining",
     "VitxForPreTrainingOutput",
+    "VitxForSemanticSegmentation",
     "VitxModel",
     "VitxPreTrainedModel",
     "register_encoder",

