@@ -12,6 +12,12 @@ from numbers import Real
 
 from transformers import AutoConfig, PretrainedConfig
 
+try:  # transformers >= 5: the backbone helpers' public home; the config aligns out_features/out_indices itself
+    from transformers.backbone_utils import BackboneConfigMixin
+    get_aligned_output_features_output_indices = None
+except ImportError:  # transformers 4.x
+    from transformers.utils.backbone_utils import BackboneConfigMixin, get_aligned_output_features_output_indices
+
 # helpers
 
 
@@ -136,6 +142,32 @@ def _encoder_options(encoder, encoder_kwargs):
     return {name: check(name, encoder_kwargs.get(name, default)) for name, (default, check) in options.items()}
 
 
+def _stage_names(depth):
+    """The backbone's stages: the embeddings ("stem"), then one per encoder layer, as transformers' ViT backbones."""
+    return ["stem"] + [f"stage{index}" for index in range(1, depth + 1)]
+
+
+def _check_feature_pyramid(feature_pyramid, reshape_hidden_states, out_features):
+    """The simple feature pyramid is built from one (batch, dim, height, width) map."""
+    if feature_pyramid and not reshape_hidden_states:
+        raise ValueError("`feature_pyramid=True` builds its levels from feature maps: it needs "
+                         "`reshape_hidden_states=True`, got False.")
+    if feature_pyramid and len(out_features) != 1:
+        raise ValueError(f"`feature_pyramid=True` builds its four levels from one stage: `out_features` must name "
+                         f"one stage, got {out_features}.")
+def _check_segmentation_layers(layers, depth):
+    """The ``hidden_states`` indices the segmentation decoder fuses with the last state: ``layers`` checked (ints
+    in [0, depth), sorted, no repeats), or by default the blocks at a quarter, half and three quarters of
+    ``depth``."""
+    if layers is None:
+        return sorted({depth * quarter // 4 for quarter in (1, 2, 3)} - {0})
+    if not isinstance(layers, (list, tuple)) or not all(_is_int(i) and 0 <= i < depth for i in layers) \
+            or len(set(layers)) != len(layers):
+        raise ValueError(f"`segmentation_layers` must be distinct `hidden_states` indices in [0, {depth}) "
+                         f"(`depth` {depth}: the last state is always fused), got {layers!r}.")
+    return sorted(layers)
+
+
 def _set_num_labels(num_classes, kwargs):
     """``num_classes`` is vit-pytorch's name for HF's ``num_labels``; explicit label maps win."""
     id2label, label2id = kwargs.get("id2label"), kwargs.get("label2id")
@@ -147,8 +179,9 @@ def _set_num_labels(num_classes, kwargs):
         kwargs["label2id"] = {label: int(index) for index, label in id2label.items()}
 
 
-class VitxConfig(PretrainedConfig):
-    r"""Configuration of [`VitxModel`] and [`VitxForImageClassification`].
+class VitxConfig(BackboneConfigMixin, PretrainedConfig):
+    r"""Configuration of [`VitxModel`], [`VitxForImageClassification`], [`VitxForPreTraining`],
+    [`VitxForSemanticSegmentation`] and [`VitxBackbone`].
 
     Args:
         image_size (`int` or `(int, int)`, defaults to 224): image size, or (height, width) for rectangular images.
@@ -192,6 +225,29 @@ class VitxConfig(PretrainedConfig):
         decoder_dim_head (`int`, defaults to 64): width of each of the decoder's attention heads.
         norm_pix_loss (`bool`, defaults to `False`): reconstruct each patch normalized by its own mean and
             variance (the MAE paper's better representations) instead of the raw pixel values.
+        out_features (`list[str]`, *optional*): [`VitxBackbone`]: the stages whose feature maps it returns, of
+            `stage_names` ("stem", the embeddings, then "stage1" ... "stage{depth}", one per encoder layer), in that
+            order. Defaults to the last stage; checked and aligned with `out_indices` by transformers' helpers.
+        out_indices (`list[int]`, *optional*): the same stages by their index in `stage_names`.
+        apply_layernorm (`bool`, defaults to `True`): [`VitxBackbone`] norms each feature map as the classifier
+            norms the encoder's output (the encoder's final norm, or the head's when the encoder has none).
+        reshape_hidden_states (`bool`, defaults to `True`): [`VitxBackbone`] returns (batch, dim, height / patch,
+            width / patch) maps; `False` returns the tokens as they are, (batch, [1 +] patches, dim), the CLS
+            token first (what DPT and Depth Anything read).
+        feature_pyramid (`bool`, defaults to `False`): [`VitxBackbone`] turns its one feature map into ViTDet's
+            simple feature pyramid (Li et al., 2022): four maps at 4, 2, 1 and 1/2 times its resolution (strides
+            4, 8, 16 and 32 for 16-pixel patches), by deconvolutions up and max-pooling down.
+        feature_pyramid_channels (`int`, defaults to 256): channels of each level of the feature pyramid.
+        segmentation_layers (`list[int]`, defaults to evenly spaced blocks): semantic segmentation
+            (`VitxForSemanticSegmentation`): the earlier encoder states fused with the last one, as indices of
+            `hidden_states` (0: the embeddings, i: block i's output), each in [0, depth). The default takes the
+            blocks at a quarter, half and three quarters of the depth (fewer in shallow models); `[]` reads the
+            last state alone (needed for an encoder that returns no layer states).
+        segmentation_dim (`int`, defaults to 64): width of the fused token map the segmentation decoder
+            upsamples.
+        segmentation_pixel_dim (`int`, defaults to 8): width of the decoder's full-resolution convolutional
+            path from the pixels; each halving of the resolution doubles it, up to `segmentation_dim`.
+        semantic_loss_ignore_index (`int`, defaults to 255): the label id the segmentation loss ignores.
 
     Example:
 
@@ -240,6 +296,16 @@ class VitxConfig(PretrainedConfig):
         decoder_heads=8,
         decoder_dim_head=64,
         norm_pix_loss=False,
+        out_features=None,
+        out_indices=None,
+        apply_layernorm=True,
+        reshape_hidden_states=True,
+        feature_pyramid=False,
+        feature_pyramid_channels=256,
+        segmentation_layers=None,
+        segmentation_dim=64,
+        segmentation_pixel_dim=8,
+        semantic_loss_ignore_index=255,
         **kwargs,
     ):
         self.image_size = _check_size("image_size", image_size)
@@ -279,6 +345,25 @@ class VitxConfig(PretrainedConfig):
         self.decoder_dim, self.decoder_depth, self.decoder_heads = decoder_dim, decoder_depth, decoder_heads
         self.decoder_dim_head = decoder_dim_head
         self.norm_pix_loss = _check_bool("norm_pix_loss", norm_pix_loss)
+        kwargs.pop("stage_names", None)  # a saved config's: they follow from `depth`
+        self.stage_names = _stage_names(depth)
+        out_indices = list(out_indices) if isinstance(out_indices, tuple) else out_indices
+        if get_aligned_output_features_output_indices is None:
+            self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        else:
+            self._out_features, self._out_indices = get_aligned_output_features_output_indices(
+                out_features=out_features, out_indices=out_indices, stage_names=self.stage_names)
+        self.apply_layernorm = _check_bool("apply_layernorm", apply_layernorm)
+        self.reshape_hidden_states = _check_bool("reshape_hidden_states", reshape_hidden_states)
+        self.feature_pyramid = _check_bool("feature_pyramid", feature_pyramid)
+        self.feature_pyramid_channels = _check_positive_int("feature_pyramid_channels", feature_pyramid_channels)
+        _check_feature_pyramid(self.feature_pyramid, self.reshape_hidden_states, self.out_features)
+        self.segmentation_layers = _check_segmentation_layers(segmentation_layers, depth)
+        self.segmentation_dim = _check_positive_int("segmentation_dim", segmentation_dim)
+        self.segmentation_pixel_dim = _check_positive_int("segmentation_pixel_dim", segmentation_pixel_dim)
+        if not _is_int(semantic_loss_ignore_index):
+            raise ValueError(f"`semantic_loss_ignore_index` must be an int, got {semantic_loss_ignore_index!r}.")
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
 

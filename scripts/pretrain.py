@@ -31,14 +31,14 @@ from typing import Optional
 import torch
 from datasets import Dataset
 from matplotlib.figure import Figure
-from transformers import AutoConfig, AutoModelForPreTraining, Trainer, TrainingArguments
+from transformers import AutoConfig, AutoModelForPreTraining, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import modeling_vitx  # noqa: E402,F401  (registers vitx with the Auto classes)
 from train import SIZE_PRESETS, TRAINING_DEFAULTS  # noqa: E402  (the recipe pretraining starts from)
-from vitx_common import (ImageDataArguments, ImageTransform, ModelArguments, augmentation, check_dataset,  # noqa: E402
-                         dataset_label, default_image_processor, fresh_config, image_resolution, load_image_processor,
+from vitx_common import (CardSectionTrainer, ImageDataArguments, ImageTransform, ModelArguments,  # noqa: E402
+                         augmentation, check_dataset, dataset_label, default_image_processor, fresh_config, image_resolution, load_image_processor,
                          load_raw_datasets, make_trainer, parse_script_args, prepare_splits, save_and_report,
                          start_run, train_and_evaluate)
 
@@ -223,18 +223,6 @@ def plot_reconstructions(model, processor, held_out_images, path, count=SHOWN_IM
 # model card
 
 
-class PretrainingTrainer(Trainer):
-    """The ``Trainer``, whose model card gets ``card_section`` appended (also the card ``push_to_hub`` uploads)."""
-
-    card_section = ""
-
-    def create_model_card(self, *args, **kwargs):
-        super().create_model_card(*args, **kwargs)
-        if self.is_world_process_zero() and self.card_section:
-            card = Path(self.args.output_dir) / "README.md"
-            card.write_text(card.read_text().rstrip() + "\n\n" + self.card_section)
-
-
 def card_section(config, name, data, losses):
     """The model card's account of the pretraining: data, task, held-out reconstruction beside the baselines."""
     target = " (each patch normalized by its own mean and variance)" if config.norm_pix_loss else ""
@@ -276,7 +264,7 @@ def main(argv=None):
     model, processor = build_model(model_args, mae_args, data.resolution)
     held_out_images = held_out(data.eval, processor, data.image_column, model.config.num_patches)
     trainer = make_trainer(
-        model, training_args, model_args.model_name_or_path, PretrainingTrainer, processing_class=processor,
+        model, training_args, model_args.model_name_or_path, CardSectionTrainer, processing_class=processor,
         eval_dataset=held_out_images,
         train_dataset=data.train.with_transform(ImageTransform(processor, data.image_column,
                                                                augment=augmentation(data_args))))

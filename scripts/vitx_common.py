@@ -1,6 +1,7 @@
 """What the scripts share: image processors, the converters' weight naming and folder writing, and the runs of
-the training scripts (``train.py``, ``pretrain.py``): their model and data flags, the data loading and checks,
-fresh model configs, and the Trainer run from setup to the saved folder and its summary line.
+the training scripts (``train.py``, ``pretrain.py``, ``train_segmentation.py``): their model and data flags,
+the data loading and checks, fresh model configs, and the Trainer run from setup to the saved folder and its
+summary line; the default image processors (classification, segmentation).
 
 The scripts import it as a sibling module: ``python scripts/<name>.py`` puts ``scripts/`` first on
 ``sys.path``, and the tests add it through pytest's ``pythonpath``. Each script keeps its own recipe (its
@@ -22,8 +23,8 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
-from transformers import (AutoImageProcessor, HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor,
-                          set_seed)
+from transformers import (AutoImageProcessor, HfArgumentParser, SegformerImageProcessor, Trainer, TrainingArguments,
+                          ViTImageProcessor, set_seed)
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -61,6 +62,21 @@ def default_image_processor(image_size, channels=3, image_mean=0.5, image_std=0.
     return ViTImageProcessor(size={"height": height, "width": width}, do_convert_rgb=channels == 3,
                              image_mean=_per_channel("image_mean", image_mean, channels),
                              image_std=_per_channel("image_std", image_std, channels), **options)
+
+
+def segmentation_image_processor(image_size, image_mean=0.5, image_std=0.5):
+    """The image processor of a vitx semantic segmentation folder: transformers' ``SegformerImageProcessor``,
+    whose ``post_process_semantic_segmentation`` the ``image-segmentation`` pipeline calls.
+
+    Resizes images (bilinear) and segmentation maps (nearest, ids kept) to ``image_size`` (an int or ``(height,
+    width)``), rescales pixels to [0, 1] and normalizes them with ``image_mean`` and ``image_std`` (one number,
+    or one per channel; the 0.5 / 0.5 default as ``default_image_processor``). Three-channel images: it does not
+    convert grayscale files, which ``scripts/train_segmentation.py`` and the pipeline convert to RGB first.
+    """
+    height, width = _to_pair(image_size)
+    return SegformerImageProcessor(size={"height": height, "width": width}, do_reduce_labels=False,
+                                   image_mean=_per_channel("image_mean", image_mean, 3),
+                                   image_std=_per_channel("image_std", image_std, 3))
 
 
 def load_image_processor(name, config, trust_remote_code=False):
@@ -471,6 +487,19 @@ def copy_remote_code(model, output_dir):
         return
     os.makedirs(output_dir, exist_ok=True)
     custom_object_save(model, output_dir)  # the modeling file and the files it imports relatively (the config's)
+
+
+class CardSectionTrainer(Trainer):
+    """The ``Trainer``, whose model card gets ``card_section`` appended (pretrain.py's reconstructions,
+    train_segmentation.py's scores per class), also to the card ``push_to_hub`` uploads."""
+
+    card_section = ""
+
+    def create_model_card(self, *args, **kwargs):
+        super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero() and self.card_section:
+            card = Path(self.args.output_dir) / "README.md"
+            card.write_text(card.read_text().rstrip() + "\n\n" + self.card_section)
 
 
 def make_trainer(model, training_args, fine_tuned_from=None, trainer_class=Trainer, **trainer_kwargs):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from huggingface_hub import HfApi, RepoUrl
 
-from helpers import PROJECT_ROOT, TINY, TINY_MAE
+from helpers import PROJECT_ROOT, TINY, TINY_MAE, TINY_SEG
 
 # One thread per test process, unless OMP_NUM_THREADS says otherwise; the fresh processes tests start inherit it.
 # Tiny models gain nothing from a second thread, and where another process holds the other core, OpenMP's
@@ -39,8 +39,8 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def torchrun_launch(tmp_path_factory):
     """tests/distributed_run.py under ``torchrun --nproc_per_node 2`` (gloo on CPU, one thread per process), once
-    for every test that needs several processes; it runs scripts/train.py and scripts/pretrain.py too, into
-    ``OUT/train`` and ``OUT/pretrain``.
+    for every test that needs several processes; it runs scripts/train.py, scripts/pretrain.py and
+    scripts/train_segmentation.py too, into ``OUT/train``, ``OUT/pretrain`` and ``OUT/segment``.
 
     Returns ``(OUT, rank 0's results, stdout)``."""
     out = tmp_path_factory.mktemp("torchrun")
@@ -50,6 +50,10 @@ def torchrun_launch(tmp_path_factory):
     (out / "pretrain_args.json").write_text(json.dumps([
         *TINY_MAE, "--output_dir", str(out / "pretrain"), "--max_steps", "4", "--save_strategy", "no", "--use_cpu",
         "--ddp_backend", "gloo"]))
+    (out / "segment_args.json").write_text(json.dumps([
+        *TINY_SEG, "--output_dir", str(out / "segment"), "--max_steps", "4", "--max_train_samples", "64",
+        "--max_eval_samples", "8", "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "--ddp_backend",
+        "gloo"]))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(PROJECT_ROOT / "tests" / "distributed_run.py"), str(out)],

@@ -10,8 +10,8 @@ training steps are defined here once, for the tests' one-process references and 
 - FSDP2 (``torch.distributed.fsdp.fully_shard``) on the three families (``FAMILIES``): a few SGD steps, the
   full weights saved with ``save_pretrained`` and a sharded checkpoint reloaded;
 - whether the Trainer's own ``fsdp`` flag shards on CPU;
-- scripts/train.py and scripts/pretrain.py under torchrun, with the arguments in ``OUT_DIR/train_args.json``
-  and ``OUT_DIR/pretrain_args.json``.
+- scripts/train.py, scripts/pretrain.py and scripts/train_segmentation.py under torchrun, with the arguments in
+  ``OUT_DIR/train_args.json``, ``OUT_DIR/pretrain_args.json`` and ``OUT_DIR/segment_args.json``.
 """
 
 import json
@@ -208,6 +208,7 @@ def main(out_dir):
 
     import pretrain
     import train
+    import train_segmentation
 
     out_dir = Path(out_dir)
     dist.init_process_group("gloo")
@@ -230,6 +231,7 @@ def main(out_dir):
 
     train.main(json.loads((out_dir / "train_args.json").read_text()))
     pretrain.main(json.loads((out_dir / "pretrain_args.json").read_text()))
+    train_segmentation.main(json.loads((out_dir / "segment_args.json").read_text()))
     if rank == 0:
         torch.save(results, out_dir / "results.pt")
     dist.destroy_process_group()

@@ -7,10 +7,10 @@ classes, and what it can do. Shared tests parametrize over the names whose entri
   (Nystrom) encoder, CrossViT): hooks, PEFT, offload, compile, export, attention implementations, outputs.
 - ``CLASSIFIERS``: every image classifier, other encoders included (x-transformers, a user's own module):
   losses, output tuples, dropout, the Trainer.
-- ``MODELS``: every model vitx saves, the masked autoencoder (MAE) pretraining model included: save/load, Auto
-  classes, remote code, bfloat16.
-- ``BUILT_OF_BLOCKS``: every model built of vitx blocks (``VitxLayer``), whatever its head (``FAMILIES`` and the
-  MAE pretraining model): activation checkpointing, offload, hooks, PEFT, export.
+- ``MODELS``: every model vitx saves, the masked autoencoder (MAE) pretraining and the semantic segmentation
+  models included: save/load, Auto classes, remote code, bfloat16.
+- ``BUILT_OF_BLOCKS``: every model built of vitx blocks (``VitxLayer``), whatever its head (``FAMILIES``, the
+  MAE pretraining and the segmentation models): activation checkpointing, offload, hooks, PEFT, export.
 
 Each tiny model is small enough for a unit test (32x32 images, 2 blocks per stream) and has no dropout, so train
 and eval mode compute the same function.
@@ -24,7 +24,7 @@ import torch
 from configuration_vitx import CrossVitxConfig, VitxConfig
 from helpers import tiny_cross_vit_kwargs, tiny_vit_kwargs
 from modeling_vitx import (CrossVitxForImageClassification, CrossVitxModel, VitxForImageClassification,
-                           VitxForPreTraining, VitxModel)
+                           VitxForPreTraining, VitxForSemanticSegmentation, VitxModel)
 from user_encoders import Mixer
 
 
@@ -64,6 +64,10 @@ TABLE = {
     "module": Family(_vit(), VitxForImageClassification, VitxModel, blocks=False, maps=False, resizes=False,
                      encoder=lambda config: Mixer(dim=config.dim, tokens=config.num_patches + 1)),
     "mae": Family(_vit(**MAE_DECODER), VitxForPreTraining, VitxModel, auto="AutoModelForPreTraining", resizes=False),
+    # rectangular images (32x48 in 4x8 patches) and the landmark encoder, whose head norm the decoder reads
+    "segmentation": Family(_vit(image_size=(32, 48), patch_size=(4, 8), encoder="landmark",
+                                encoder_kwargs={"num_landmarks": 8}), VitxForSemanticSegmentation, VitxModel,
+                           auto="AutoModelForSemanticSegmentation"),
 }
 
 
@@ -75,7 +79,7 @@ def families(**wanted):
 
 CLASSIFIERS = families(auto="AutoModelForImageClassification")
 FAMILIES = tuple(name for name in CLASSIFIERS if TABLE[name].blocks)
-BUILT_OF_BLOCKS = families(blocks=True)  # FAMILIES and the MAE pretraining model
+BUILT_OF_BLOCKS = families(blocks=True)  # FAMILIES, the MAE pretraining and the segmentation models
 MODELS = tuple(TABLE)
 
 # Overrides giving each family one block per stream, for tests whose cost grows with every op traced
@@ -117,13 +121,18 @@ def load(family, folder, head=True, **kwargs):
 def tiny_pixels(family, batch=2):
     """A random batch of images of the size ``family``'s tiny model expects."""
     size = tiny_config(family).image_size
-    return torch.randn(batch, 3, size, size)
+    height, width = (size, size) if isinstance(size, int) else size
+    return torch.randn(batch, 3, height, width)
 
 
 def tiny_inputs(family, batch=2):
-    """A random batch ``family``'s model with its head computes a loss on: pixels and class ids, or (MAE) pixels
-    and the masking noise, so that every call masks the same patches."""
-    pixels = tiny_pixels(family, batch)
+    """A random batch ``family``'s model with its head computes a loss on: pixels and class ids (per image, or per
+    pixel for segmentation, some of them the ignored 255), or (MAE) pixels and the masking noise, so that every
+    call masks the same patches."""
+    pixels, config = tiny_pixels(family, batch), tiny_config(family)
     if TABLE[family].auto == "AutoModelForPreTraining":
-        return {"pixel_values": pixels, "noise": torch.rand(batch, tiny_config(family).num_patches)}
-    return {"pixel_values": pixels, "labels": torch.arange(batch) % tiny_config(family).num_labels}
+        return {"pixel_values": pixels, "noise": torch.rand(batch, config.num_patches)}
+    if TABLE[family].auto == "AutoModelForSemanticSegmentation":
+        labels = torch.randint(0, config.num_labels, (batch, *pixels.shape[-2:]))
+        return {"pixel_values": pixels, "labels": labels.masked_fill(torch.rand(labels.shape) < 0.1, 255)}
+    return {"pixel_values": pixels, "labels": torch.arange(batch) % config.num_labels}

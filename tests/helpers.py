@@ -141,6 +141,12 @@ TINY_MAE = ["--image_size", "20", "--patch_size", "4", "--dim", "32", "--depth",
             "--warmup_steps", "0", "--max_train_samples", "64", "--max_eval_samples", "32", "--eval_strategy", "no",
             "--dataloader_num_workers", "0", "--disable_tqdm", "true"]
 
+# scripts/train_segmentation.py's model and run small enough for a unit test: 64x64 canvases in 8x8 patches, one block, a narrow decoder.
+TINY_SEG = ["--patch_size", "8", "--dim", "16", "--depth", "1", "--heads", "2", "--dim_head", "8", "--mlp_dim", "32",
+            "--segmentation_dim", "8", "--segmentation_pixel_dim", "4", "--per_device_train_batch_size", "8",
+            "--per_device_eval_batch_size", "8", "--warmup_steps", "0", "--dataloader_num_workers", "0",
+            "--disable_tqdm", "true", "--report_to", "none"]
+
 # What a scripts/train.py or scripts/pretrain.py output folder holds to load, as remote code too.
 CODE_FILES = {"configuration_vitx.py", "modeling_vitx.py"}
 MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json"} | CODE_FILES

@@ -174,12 +174,56 @@ def test_quick_convergence_run_trains_every_contender_on_the_same_batches(capsys
     assert rows["vitx-classic"]["margin_over_best_classic_peer"] == {
         s: rows["vitx-classic"]["accuracy"][s] - best_classic[s] for s in (30, 60)}
     # the loop is deterministic: the same seed draws the same batches and the same weights
-    torch.manual_seed(settings["seed"])
+    (seed,) = settings["seeds"]
+    torch.manual_seed(seed)
     again = benchmark.train_from_scratch(*benchmark.convergence_contenders(settings)["vit"]["vitx"](),
-                                         {split: benchmark._digit_images(*benchmark.scikit_digits()[split], settings["image_size"])
-                                          for split in ("train", "test")}, settings)
-    assert again["accuracy"] == rows["vitx"]["accuracy"]
+                                         _digits(settings["image_size"]), {**settings, "seed": seed})
+    assert again["accuracy"] == rows["vitx"]["accuracy"] == rows["vitx"]["accuracy_per_seed"][seed]
     printed = benchmark.format_report({"machine": {}, "matmul_gflops": 1.0, "dtype": "float32",
                                        "convergence": report})
-    assert "vit from scratch on digits (1437 training images, accuracy on 200 test images), 60 steps" in printed
+    assert ("vit from scratch on digits (1437 training images, accuracy on 200 test images), 60 steps, mean of "
+            "seeds 0") in printed
     assert "vitx over the best peer |" in printed
+
+
+def _digits(image_size):
+    return {split: benchmark._digit_images(*benchmark.scikit_digits()[split], image_size) for split in ("train", "test")}
+
+
+def test_convergence_rows_are_means_over_the_seeds():
+    """With several seeds each contender is trained once per seed (its own weights and batches); the row holds
+    each seed's curve, their mean, and the margins are taken on the means."""
+    settings = dict(benchmark.QUICK["convergence"], steps=8, points=(4, 8), warmup=2, eval_samples=100, seeds=(0, 1))
+    rows = benchmark.bench_convergence(settings, data_dir=None, families=("crossvit",))["crossvit"]
+    data = _digits(settings["image_size"])
+    for name, row in rows.items():
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            run = benchmark.train_from_scratch(*benchmark.convergence_contenders(settings)["crossvit"][name](), data,
+                                               {**settings, "seed": seed})
+            assert row["accuracy_per_seed"][seed] == run["accuracy"], (name, seed)
+        per_seed = row["accuracy_per_seed"]
+        assert row["accuracy"] == {step: (per_seed[0][step] + per_seed[1][step]) / 2 for step in (4, 8)}
+    assert rows["vitx-crossvit"]["accuracy_per_seed"][0] != rows["vitx-crossvit"]["accuracy_per_seed"][1]
+    assert rows["vitx-crossvit"]["margin_over_best_peer"] == {
+        step: rows["vitx-crossvit"]["accuracy"][step] - rows["vit-pytorch"]["accuracy"][step] for step in (4, 8)}
+
+
+def test_quick_dense_section_times_a_segmentation_step_per_backbone():
+    """The dense section on tiny sizes: a row per backbone and size, each beside the landmark backbone's; the timm
+    contender's decode head reads timm's maps, the same shapes vitx's backbone gives."""
+    report = benchmark.run(quick=True, sections=("dense",), measure_memory=False)["dense"]
+    settings = benchmark.QUICK["dense"]
+    assert list(report) == [str((64 // 8) ** 2), str((128 // 8) ** 2)]
+    for rows in report.values():
+        assert set(rows) == {"image_size", "vitx-landmark", "vitx-full", "timm-full"}
+        assert rows["vitx-landmark"]["landmark_speedup"] == 1.0
+        assert all(rows[name]["seconds"] > 0 for name in ("vitx-full", "timm-full"))
+    assert "UperNet training step 128x128 (256 tokens)" in benchmark.format_report(
+        {"machine": {}, "matmul_gflops": 1.0, "dtype": "float32", "dense": report})
+    models = {name: build() for name, build in benchmark.dense_contenders(settings, 64).items()}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        shapes = {name: [tuple(m.shape) for m in model.backbone.forward_with_filtered_kwargs(x).feature_maps]
+                  for name, model in models.items()}
+    assert shapes["timm-full"] == shapes["vitx-full"] == shapes["vitx-landmark"] == [(1, 32, 8, 8)] * 2

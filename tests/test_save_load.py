@@ -25,11 +25,12 @@ def saved(family, folder):
 
 
 # What ``auto_map`` names, by config class: the config and every model class an Auto class maps it to (a ViT
-# folder names the pretraining and the classification model alike, whichever was saved).
+# folder names the pretraining, classification and segmentation models alike, whichever was saved).
 AUTO_MAPS = {
     "VitxConfig": {"AutoConfig": "configuration_vitx.VitxConfig", "AutoModel": "modeling_vitx.VitxModel",
                    "AutoModelForImageClassification": "modeling_vitx.VitxForImageClassification",
-                   "AutoModelForPreTraining": "modeling_vitx.VitxForPreTraining"},
+                   "AutoModelForPreTraining": "modeling_vitx.VitxForPreTraining",
+                   "AutoModelForSemanticSegmentation": "modeling_vitx.VitxForSemanticSegmentation"},
     "CrossVitxConfig": {"AutoConfig": "configuration_vitx.CrossVitxConfig", "AutoModel": "modeling_vitx.CrossVitxModel",
                         "AutoModelForImageClassification": "modeling_vitx.CrossVitxForImageClassification"},
 }
