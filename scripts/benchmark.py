@@ -97,7 +97,7 @@ QUICK = dict(vit=dict(image_size=32, patch_size=4, dim=64, depth=2, heads=4, mlp
                               seeds=(0,)),
              dense=dict(sizes=(64, 128), patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64, num_landmarks=16,
                         decoder_hidden=16, num_labels=4, repeats=(1, 1)),
-             segmentation=dict(train_canvases=32, eval_canvases=16, cpu_seconds=3, batch=8,
+             segmentation=dict(train_canvases=32, eval_canvases=16, cpu_seconds=1, batch=8,
                                vitx=dict(patch_size=8, dim=32, depth=1, heads=2, dim_head=16, mlp_dim=64),
                                unet=dict(encoder_name="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))))
 
@@ -724,7 +724,7 @@ def segmentation_data(s):
     tensors = []
     for split in ("train", "validation"):
         encoded = processor(images=[image.convert("RGB") for image in raw[split]["image"]],
-                            segmentation_maps=[np.asarray(mask) for mask in raw[split]["label"]], return_tensors="pt")
+                            segmentation_maps=[np.array(mask) for mask in raw[split]["label"]], return_tensors="pt")
         tensors += [encoded["pixel_values"], encoded["labels"].long()]
     return (*tensors, len(train_segmentation.CANVAS_LABELS))
 
@@ -747,10 +747,15 @@ def segmentation_contenders(s, num_labels):
     return {"vitx": vitx, "unet": unet}
 
 
-def train_for_cpu_seconds(model, forward, lr, pixels, labels, batch, cpu_seconds, warmup=50):
-    """AdamW (weight decay 0.05) on shuffled batches until this process has spent ``cpu_seconds`` of CPU time,
-    the learning rate warmed up over ``warmup`` steps then on a cosine over the budget; returns (steps, wall s)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+def train_for_cpu_seconds(model, forward, lr, pixels, labels, batch, cpu_seconds, warmup=50, clip=1.0):
+    """scripts/train_segmentation.py's recipe as a plain loop, until this process has spent ``cpu_seconds`` of CPU
+    time: AdamW (weight decay 0.05 but for biases and norms, as the Trainer) on shuffled batches, the learning
+    rate warmed up over ``warmup`` steps then on a cosine over the budget, gradients clipped to norm ``clip``
+    (the Trainer's ``max_grad_norm``). Returns (steps, wall s)."""
+    decayed = [p for p in model.parameters() if p.ndim > 1]  # as the Trainer: no decay for biases and norms
+    optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.05},
+                                   {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}],
+                                  lr=lr)
     generator = torch.Generator().manual_seed(0)
     start, wall, steps = time.process_time(), time.perf_counter(), 0
     model.train()
@@ -764,6 +769,7 @@ def train_for_cpu_seconds(model, forward, lr, pixels, labels, batch, cpu_seconds
             loss = F.cross_entropy(forward(pixels[rows]), labels[rows], ignore_index=255)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
             steps += 1
 

@@ -30,6 +30,7 @@ the model card, ``eval_results.json`` with the metrics of ``evaluate``'s ``mean_
 trust_remote_code=True)`` works on it.
 """
 
+import functools
 import os
 import sys
 import time
@@ -145,6 +146,7 @@ def digit_canvases(count, scans, labels, seed):
     return images, masks
 
 
+@functools.lru_cache(maxsize=2)  # the same canvases every call: made once a process (seconds each)
 def load_digit_canvases(train_count=TRAIN_CANVASES, eval_count=EVAL_CANVASES):
     """The embedded data: a ``DatasetDict`` of ``train`` and ``validation`` digit canvases (columns "image",
     "label"), the validation canvases made of the digits ``scripts/train.py`` holds out, the training ones of the
