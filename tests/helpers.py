@@ -7,9 +7,11 @@ the reference implementations' tiny models in ``references.py``.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +165,42 @@ def torchrun_script_folder(torchrun_launch, name, summary_prefix):
     assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
     assert MODEL_FILES <= {path.name for path in folder.iterdir()}
     return folder
+
+
+def assert_a_killed_run_resumes_exactly(script, main, args, tmp_path, step, max_steps, timeout=600):
+    """Run ``script`` (a path) with ``args`` (``--max_steps max_steps`` among them) in a single-threaded
+    subprocess, SIGKILL it once ``checkpoint-{step}`` is complete, then resume it in process with ``main`` and
+    ``--resume_from_checkpoint last``: the resumed run keeps the killed run's log and ends with the weights of the
+    same run never interrupted (also run in process: the same code without more interpreter starts)."""
+    import vitx_common
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(script), *map(str, args), "--output_dir", str(folder)],
+                               cwd=PROJECT_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not (folder / f"checkpoint-{step}" / "trainer_state.json").exists():
+        assert process.poll() is None, "training ended before its first checkpoint"
+        assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not (folder / "model.safetensors").exists()  # killed before the end
+    checkpoint = Path(vitx_common.resolve_checkpoint("last", str(folder)))
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert step <= saved["global_step"] < max_steps
+
+    main([*args, "--output_dir", folder, "--resume_from_checkpoint", "last"])
+    resumed = json.loads((folder / "trainer_state.json").read_text())
+    assert resumed["global_step"] == max_steps
+    assert resumed["log_history"][: len(saved["log_history"])] == saved["log_history"]
+    reference = tmp_path / "reference"
+    main([*args, "--output_dir", reference])
+    weights, expected = load_file(folder / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(weights[name], expected[name]), name
 
 
 def write_digit_folder(root, classes=("3", "8"), per_class=5):

@@ -3,10 +3,8 @@ input."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +12,14 @@ import PIL.Image
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image
-from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 from transformers.trainer_utils import get_last_checkpoint
 
 import pretrain
 import train
 import vitx_common
-from helpers import MODEL_FILES, TINY, run_isolated, torchrun_script_folder, write_digit_folder
+from helpers import (MODEL_FILES, TINY, assert_a_killed_run_resumes_exactly, run_isolated, torchrun_script_folder,
+                     write_digit_folder)
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(REPO / "scripts" / "train.py")
@@ -179,33 +177,7 @@ def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
     args = [*TINY, "--max_train_samples", "320", "--max_eval_samples", "64", "--max_steps", "40",
             "--save_strategy", "steps", "--save_steps", "10", "--eval_strategy", "no", "--logging_steps", "1",
             "--dataloader_num_workers", "0"]
-    folder = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, SCRIPT, *map(str, args), "--output_dir", str(folder)], cwd=REPO,
-                               env=SINGLE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (folder / "checkpoint-10" / "trainer_state.json").exists():
-        assert process.poll() is None, "training ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
-    assert not (folder / "model.safetensors").exists()  # killed before the end
-    checkpoint = Path(vitx_common.resolve_checkpoint("last", str(folder)))
-    saved = json.loads((checkpoint / "trainer_state.json").read_text())
-    assert 10 <= saved["global_step"] < 40
-
-    # The resumed and the reference runs go in process: the same code, without two more interpreter starts.
-    train.main([*args, "--output_dir", folder, "--resume_from_checkpoint", "last"])
-    resumed = json.loads((folder / "trainer_state.json").read_text())
-    assert resumed["global_step"] == 40
-    assert resumed["log_history"][: len(saved["log_history"])] == saved["log_history"]
-    # The same run without the kill ends with the same weights.
-    reference = tmp_path / "reference"
-    train.main([*args, "--output_dir", reference])
-    weights, expected = load_file(folder / "model.safetensors"), load_file(reference / "model.safetensors")
-    assert weights.keys() == expected.keys()
-    for name in expected:
-        assert torch.equal(weights[name], expected[name]), name
+    assert_a_killed_run_resumes_exactly(SCRIPT, train.main, args, tmp_path, step=10, max_steps=40)
 
 
 def test_resume_last_skips_a_checkpoint_a_kill_left_incomplete(tmp_path):

@@ -5,11 +5,6 @@ training."""
 import contextlib
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +12,10 @@ import PIL.Image
 import pytest
 import torch
 from datasets import Dataset, Features, Image
-from safetensors.torch import load_file
 from transformers import AutoModelForSemanticSegmentation, pipeline
 
-import vitx_common
 import train_segmentation
-from helpers import MODEL_FILES, TINY_SEG, torchrun_script_folder
+from helpers import MODEL_FILES, TINY_SEG, assert_a_killed_run_resumes_exactly, torchrun_script_folder
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(REPO / "scripts" / "train_segmentation.py")
@@ -145,29 +138,7 @@ def test_sigkill_mid_training_then_resume_loses_nothing(tmp_path):
     the same run never interrupted."""
     args = [*TINY_SEG, "--max_train_samples", "48", "--max_eval_samples", "8", "--max_steps", "12",
             "--save_strategy", "steps", "--save_steps", "3", "--eval_strategy", "no", "--logging_steps", "1"]
-    folder = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, SCRIPT, *map(str, args), "--output_dir", str(folder)], cwd=REPO,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while not (folder / "checkpoint-3" / "trainer_state.json").exists():
-        assert process.poll() is None, "training ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 600 s"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
-    assert not (folder / "model.safetensors").exists()
-    saved = json.loads((Path(vitx_common.resolve_checkpoint("last", str(folder))) / "trainer_state.json").read_text())
-    assert 3 <= saved["global_step"] < 12
-    train_segmentation.main([*args, "--output_dir", folder, "--resume_from_checkpoint", "last"])
-    resumed = json.loads((folder / "trainer_state.json").read_text())
-    assert resumed["global_step"] == 12
-    assert resumed["log_history"][: len(saved["log_history"])] == saved["log_history"]
-    train_segmentation.main([*args, "--output_dir", tmp_path / "reference"])
-    weights, expected = load_file(folder / "model.safetensors"), load_file(tmp_path / "reference" / "model.safetensors")
-    assert weights.keys() == expected.keys()
-    for name in expected:
-        assert torch.equal(weights[name], expected[name]), name
+    assert_a_killed_run_resumes_exactly(SCRIPT, train_segmentation.main, args, tmp_path, step=3, max_steps=12)
 
 
 @pytest.mark.parametrize("case, message", [
