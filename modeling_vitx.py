@@ -330,6 +330,8 @@ class VitxLandmarkAttention(VitxAttention):
         self.num_landmarks, self.pinv_iterations = num_landmarks, pinv_iterations
         self.res_conv = nn.Conv2d(heads, heads, (residual_conv_kernel, 1), padding=(residual_conv_kernel // 2, 0),
                                   groups=heads, bias=False) if residual_conv_kernel else None
+        if self.res_conv is not None:  # starts at zero: see VitxPreTrainedModel._init_weights
+            self.res_conv._vitx_zero_init = True
 
     def forward(self, x, context=None, output_attentions=False):
         if context is not None:
@@ -938,8 +940,10 @@ class VitxPreTrainedModel(PreTrainedModel):
         Linear and convolution layers: PyTorch's fan-in scaled uniform draw, or with a float
         ``config.initializer_range`` transformers' truncated normal of that std. Position embeddings, the CLS
         token and the pretraining decoder's mask token: a normal draw of std ``config.position_init_std`` (1.0,
-        the scale of the LayerNormed patch embeddings they join). Every other layer with parameters (norms, the
-        layers of heads and decoders) gets PyTorch's own default. Trained from scratch, this reaches in 600 steps
+        the scale of the LayerNormed patch embeddings they join). The landmark attention's residual convolution
+        over the values starts at zero, so each landmark layer starts as attention alone (nystrom-attention draws
+        it as any convolution; at zero the landmark encoder trains faster: docs/training.md, "Initialization").
+        Every other layer with parameters (norms, the layers of heads and decoders) gets PyTorch's own default. Trained from scratch, this reaches in 600 steps
         what transformers' 0.02 everywhere takes several times longer to (docs/training.md, "Initialization").
         Weights a checkpoint provides are never drawn again (transformers calls this for missing weights only),
         and a user's encoder module keeps the weights it came with.
@@ -947,7 +951,9 @@ class VitxPreTrainedModel(PreTrainedModel):
         if getattr(module, "_vitx_user_weights", False):
             return
         std, position_std = self.config.initializer_range, self.config.position_init_std
-        if isinstance(module, (nn.Linear, nn.Conv2d)) and std is not None:
+        if getattr(module, "_vitx_zero_init", False):
+            nn.init.zeros_(module.weight)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)) and std is not None:
             nn.init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

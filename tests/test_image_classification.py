@@ -74,11 +74,15 @@ def _fan_in_bound(module):
 @pytest.mark.parametrize("family", BUILT_OF_BLOCKS)
 def test_init_weights(family):
     """vit-pytorch's initialization: every linear and convolution layer uniform in +-1/sqrt(fan_in) (std
-    1/sqrt(3 fan_in)); positions, CLS and mask tokens normal with std ``position_init_std``; LayerNorms the
-    identity."""
+    1/sqrt(3 fan_in)) but the landmark attention's residual convolution, which starts at zero; positions, CLS
+    and mask tokens normal with std ``position_init_std``; LayerNorms the identity."""
     model = TABLE[family].head(TABLE[family].config(dim=64, heads=2, dim_head=32, mlp_dim=128)
                                if family != "crossvit" else TABLE[family].config())
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    residual_convs = [m.res_conv for m in model.modules() if getattr(m, "res_conv", None) is not None]
+    assert bool(residual_convs) == (getattr(model.config, "encoder", None) == "landmark")
+    assert all(not conv.weight.any() for conv in residual_convs)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+              and not any(m is conv for conv in residual_convs)]
     assert layers
     for layer in layers:
         bound = _fan_in_bound(layer)
