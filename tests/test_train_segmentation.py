@@ -12,6 +12,7 @@ import PIL.Image
 import pytest
 import torch
 from datasets import Dataset, Features, Image
+from safetensors.torch import load_file
 from transformers import AutoModelForSemanticSegmentation, pipeline
 
 import train_segmentation
@@ -124,6 +125,25 @@ def test_datasets_data_with_an_annotation_column(tmp_path):
     assert len(metrics["eval_per_category_iou"]) == 3
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["id2label"] == {"0": "0", "1": "1", "2": "2"}
+
+
+def test_fine_tunes_a_saved_folder_and_pushes_it(default_run, tmp_path, fake_hub):
+    """``--model_name_or_path`` continues from a saved segmentation folder (its weights, as saved, are where
+    training starts), and ``--push_to_hub`` uploads a folder that loads with its code."""
+    start_folder = default_run[0]
+    repos, uploads = fake_hub
+    folder = tmp_path / "fine-tuned"
+    train_segmentation.main([*TINY_SEG, "--model_name_or_path", start_folder, "--output_dir", folder,
+                             "--max_steps", "2", "--max_train_samples", "16", "--max_eval_samples", "8",
+                             "--learning_rate", "0", "--warmup_steps", "0", "--eval_strategy", "no",
+                             "--save_strategy", "no", "--push_to_hub", "--hub_model_id", "someone/vitx-seg"])
+    start, tuned = load_file(start_folder / "model.safetensors"), load_file(folder / "model.safetensors")
+    assert start.keys() == tuned.keys()
+    assert all(torch.equal(start[name], tuned[name]) for name in start)  # learning rate 0: nothing moved
+    assert repos == ["someone/vitx-seg"] and uploads
+    pushed = {path.name for path in uploads[-1][2].iterdir()}
+    assert MODEL_FILES | {"predictions.png", "README.md"} <= pushed
+    assert json.loads((folder / "config.json").read_text())["id2label"]["10"] == "digit 9"
 
 
 def test_torchrun_two_processes_write_one_loadable_model(torchrun_launch):
