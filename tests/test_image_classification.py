@@ -145,6 +145,22 @@ def test_a_new_head_gets_the_init_and_loaded_weights_stay(tmp_path):
     assert head.bias.abs().max() <= bound and head.bias.any()
 
 
+def test_a_trained_residual_convolution_is_not_zeroed_again(tmp_path):
+    """The landmark attention's residual convolution starts at zero in a fresh model only: loaded under new
+    labels, a folder's trained convolution stays as saved."""
+    model = VitxForImageClassification(VitxConfig(**tiny_vit_kwargs(), encoder="landmark",
+                                                  encoder_kwargs={"num_landmarks": 8}))
+    convolutions = [layer.attention.res_conv for layer in model.vitx.encoder.layers]
+    assert convolutions and not any(conv.weight.any() for conv in convolutions)
+    with torch.no_grad():
+        for conv in convolutions:
+            conv.weight.uniform_(0.5, 1.0)  # as training leaves it
+    model.save_pretrained(tmp_path)
+    reloaded = VitxForImageClassification.from_pretrained(tmp_path, num_labels=3, ignore_mismatched_sizes=True)
+    for conv, loaded in zip(convolutions, (layer.attention.res_conv for layer in reloaded.vitx.encoder.layers)):
+        assert torch.equal(loaded.weight, conv.weight)
+
+
 class _RandomImages(torch.utils.data.Dataset):
     def __len__(self):
         return 8
