@@ -120,7 +120,7 @@ def _check_class_ids(labels, num_labels, ignore_index=-100):
     mode; traced and compiled graphs skip it, since it reads the labels' values."""
     if torch.compiler.is_compiling() or not labels.numel():
         return
-    wrong = (labels < 0) & (labels != ignore_index) | (labels >= num_labels) & (labels != ignore_index)
+    wrong = ((labels < 0) | (labels >= num_labels)) & (labels != ignore_index)
     if wrong.any():
         raise ValueError(f"`labels` must be class ids in [0, {num_labels}) or {ignore_index} (ignored), got "
                          f"{sorted(set(labels[wrong].tolist()))[:10]}.")
@@ -943,8 +943,9 @@ class VitxPreTrainedModel(PreTrainedModel):
         the scale of the LayerNormed patch embeddings they join). The landmark attention's residual convolution
         over the values starts at zero, so each landmark layer starts as attention alone (nystrom-attention draws
         it as any convolution; at zero the landmark encoder trains faster: docs/training.md, "Initialization").
-        Every other layer with parameters (norms, the layers of heads and decoders) gets PyTorch's own default. Trained from scratch, this reaches in 600 steps
-        what transformers' 0.02 everywhere takes several times longer to (docs/training.md, "Initialization").
+        Every other layer with parameters (norms, the layers of heads and decoders) gets PyTorch's own default.
+        Trained from scratch, this reaches in 600 steps what transformers' 0.02 everywhere takes several times
+        longer to (docs/training.md, "Initialization").
         Weights a checkpoint provides are never drawn again (transformers calls this for missing weights only),
         and a user's encoder module keeps the weights it came with.
         """
@@ -1143,13 +1144,14 @@ class CrossVitxForImageClassification(CrossVitxPreTrainedModel):
 # semantic segmentation
 
 
-class VitxChannelNorm(nn.LayerNorm):
-    """LayerNorm over the channels of a (batch, channels, height, width) map (ConvNeXt's channels-first norm). A
-    ``nn.LayerNorm``, so it is initialized as every other; unlike batch norm it computes the same function in
-    training and evaluation, whatever the batch."""
+class VitxLayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (batch, channels, height, width) map (ConvNeXt's and ViTDet's
+    channels-first norm), for the segmentation decoder and the backbone's feature pyramid. A ``nn.LayerNorm``, so
+    it is initialized as every other; unlike batch norm it computes the same function in training and
+    evaluation, whatever the batch."""
 
-    def forward(self, x):
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    def forward(self, feature_map):
+        return super().forward(feature_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class VitxConvBlock(nn.Module):
@@ -1158,7 +1160,7 @@ class VitxConvBlock(nn.Module):
     def __init__(self, config, *, in_channels, out_channels, stride=1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.norm = VitxChannelNorm(out_channels, eps=config.layer_norm_eps)
+        self.norm = VitxLayerNorm2d(out_channels, eps=config.layer_norm_eps)
 
     def forward(self, x):
         return F.gelu(self.norm(self.conv(x)))
@@ -1384,13 +1386,6 @@ class VitxForPreTraining(VitxPreTrainedModel):
 
 
 # backbone
-
-
-class VitxLayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (batch, channels, height, width) map, as ViTDet's feature pyramid norms."""
-
-    def forward(self, feature_map):
-        return super().forward(feature_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class VitxFeaturePyramid(nn.Module):

@@ -51,10 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import modeling_vitx  # noqa: E402,F401  (registers vitx with the Auto classes)
 import vitx_common  # noqa: E402
 from train import TRAINING_DEFAULTS  # noqa: E402  (the recipe segmentation starts from)
+from configuration_vitx import _to_pair  # noqa: E402
 from vitx_common import (CONFIG_FACTORIES, CardSectionTrainer, ImageDataArguments, ModelArguments,  # noqa: E402
                          check_dataset, dataset_label, load_digits_dataset, load_image_processor, make_trainer,
-                         open_image, parse_script_args, prepare_splits, save_and_report, segmentation_image_processor,
-                         split_train_eval, start_run, train_and_evaluate)
+                         model_sizes, open_image, parse_script_args, prepare_splits, save_and_report,
+                         segmentation_image_processor, split_train_eval, start_run, train_and_evaluate)
 
 # The recipe, as TrainingArguments defaults (train.py's where segmentation has no reason to differ); any flag
 # given on the command line wins. Chosen so that the digit canvases train in a few minutes on two CPU cores.
@@ -306,21 +307,18 @@ class SegmentationTransform:
 
 
 def fresh_sizes(model_args, image_size):
-    """``SEGMENTATION_SIZES`` at ``image_size`` (the ``--image_size`` given, or the training images'), with every
-    size flag the user gave applied; ``ValueError`` when the patch size does not divide the image size."""
-    given = {name: getattr(model_args, name) for name in ("patch_size", "dim", "depth", "heads", "dim_head",
-                                                          "mlp_dim", "pool")}
-    sizes = {**SEGMENTATION_SIZES, **{k: v for k, v in given.items() if v is not None},
-             "image_size": model_args.image_size or image_size,
-             "dropout": model_args.dropout, "emb_dropout": model_args.emb_dropout}
-    height, width = (sizes["image_size"],) * 2 if isinstance(sizes["image_size"], int) else sizes["image_size"]
-    if height % sizes["patch_size"] or width % sizes["patch_size"]:
+    """``SEGMENTATION_SIZES`` at ``image_size`` (the training images' (height, width), unless ``--image_size``
+    is given), every size flag the user gave applied (``model_sizes``); ``ValueError`` when the patch size does
+    not divide the image size."""
+    height, width = image_size
+    preset = {**SEGMENTATION_SIZES, "image_size": [height, width] if height != width else height}
+    sizes = model_sizes(model_args, max(height, width), ((None, preset),))
+    (height, width), patch = _to_pair(sizes["image_size"]), sizes["patch_size"]
+    if height % patch or width % patch:
         source = "--image_size" if model_args.image_size else "the training images"
-        raise ValueError(f"{source}: {height}x{width} pixels, which the patch size {sizes['patch_size']} does not "
-                         f"divide; give a --patch_size that divides both sides, or an --image_size that the patch "
-                         f"size divides (images and masks are resized to it)")
-    if not model_args.image_size:
-        sizes["image_size"] = [height, width] if height != width else height
+        raise ValueError(f"{source}: {height}x{width} pixels, which the patch size {patch} does not divide; give "
+                         f"a --patch_size that divides both sides, or an --image_size that the patch size divides "
+                         f"(images and masks are resized to it)")
     return sizes
 
 
