@@ -89,6 +89,9 @@ def _check_odd_kernel(name, value):
     return value
 
 
+# `attention_init`'s values: None picks per attention (mimetic for landmark attention, random for softmax)
+ATTENTION_INITS = (None, "mimetic", "random")
+
 # The options of each built-in encoder whose options vitx defines: name -> (default, check). A config completes
 # `encoder_kwargs` with the defaults, so a saved folder states every value. The "x-transformers" encoder takes
 # any `x_transformers.Encoder` option, which x-transformers checks when the model is built; encoders added with
@@ -210,6 +213,13 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
             and the CLS token (and of the pretraining decoder's positions and mask token). 1.0 matches the unit
             scale of the tokens they are added to: the patch embeddings end in a LayerNorm
             (`patch_norm=True`), and at 0.02 the positions would be lost in them.
+        attention_init (`str`, *optional*): how the attention projections start. `"mimetic"`: each head's
+            query-key product W_q W_k^T near +identity and the layer's value-output product W_v W_o near
+            -identity, as in trained ViTs (Trockman & Kolter, 2023, "Mimetic Initialization of Self-Attention
+            Layers"); `"random"`: each projection drawn as every other linear layer (`initializer_range`).
+            `None` (the default) takes what trains fastest from scratch for each attention (measured in
+            `scripts/benchmark.py --sections convergence`): mimetic for the landmark encoder's attention, random
+            for softmax attention.
         encoder (`str`, defaults to `"vit"`): the registered encoder to build (`"vit"`, `"landmark"`,
             `"x-transformers"`, or a name added with `modeling_vitx.register_encoder`). `"module"` records a model
             built around an encoder module of the user's (handed to the model as `encoder_module=`, never to the
@@ -288,6 +298,7 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
         layer_norm_eps=1e-5,
         initializer_range=None,
         position_init_std=1.0,
+        attention_init=None,
         encoder="vit",
         encoder_kwargs=None,
         masking_ratio=0.75,
@@ -332,6 +343,9 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
         self.initializer_range = None if initializer_range is None else _check_positive_float(
             "initializer_range", initializer_range)
         self.position_init_std = _check_positive_float("position_init_std", position_init_std)
+        if attention_init not in ATTENTION_INITS:
+            raise ValueError(f"`attention_init` must be one of {ATTENTION_INITS}, got {attention_init!r}.")
+        self.attention_init = attention_init
         self.encoder, self.encoder_kwargs = _check_encoder(encoder, encoder_kwargs)
         if isinstance(masking_ratio, bool) or not isinstance(masking_ratio, Real) or not 0 < masking_ratio < 1:
             raise ValueError(f"`masking_ratio` must be a float in (0, 1), got {masking_ratio!r}.")

@@ -247,8 +247,11 @@ class VitxAttention(nn.Module):
     Self-attention: ``attention(x)``. Cross-attention: ``attention(x, context)``: queries from ``x``, keys and
     values from the normed ``x`` followed by ``context`` (CrossViT's CLS token attends to itself and the other
     stream). Query, key and value come from one fused projection ``to_qkv``, always called as a module.
-    Returns ``(output, attention map or None)``; the map is post-softmax, before dropout.
+    Returns ``(output, attention map or None)``; the map is post-softmax, before dropout. ``to_qkv`` and ``to_out``
+    start as ``config.attention_init`` says, or as ``default_init`` when it is None (``_mimetic_init_``).
     """
+
+    default_init = "random"
 
     def __init__(self, config, *, dim, heads, dim_head):
         super().__init__()
@@ -258,6 +261,8 @@ class VitxAttention(nn.Module):
         self.to_qkv = nn.Linear(dim, heads * dim_head * 3, bias=config.qkv_bias)
         self.to_out = nn.Linear(heads * dim_head, dim)
         self.out_dropout = nn.Dropout(config.dropout)
+        if (getattr(config, "attention_init", None) or self.default_init) == "mimetic":
+            self.to_qkv._vitx_mimetic = self.to_out._vitx_mimetic = True  # see VitxPreTrainedModel._init_weights
 
     def project(self, x, context):
         """Queries, keys and values as (batch, heads, tokens, dim_head). Unbinding the (query, key, value) axis
@@ -280,6 +285,42 @@ class VitxAttention(nn.Module):
         x = self.norm(x)
         out, attn = self.attend(*self.project(x, context), output_attentions)
         return self.out_dropout(self.to_out(out.transpose(1, 2).flatten(2))), attn
+
+
+# Mimetic initialization (Trockman & Kolter, 2023): the (noise, identity) scales of the paper's ViT recipe for the
+# query-key product and for the value-output product
+MIMETIC_QUERY_KEY, MIMETIC_VALUE_OUTPUT = (0.7, 0.7), (0.4, 0.4)
+
+
+def _orthonormal(count, rows, cols):
+    """``count`` random (rows, cols) matrices with orthonormal columns (rows >= cols) or rows (rows < cols)."""
+    q = torch.linalg.qr(torch.randn(count, max(rows, cols), min(rows, cols))).Q
+    return q if rows >= cols else q.transpose(1, 2)
+
+
+@torch.no_grad()
+def _mimetic_init_(attention, layer):
+    """Draw ``layer`` (``attention.to_qkv`` or ``attention.to_out``) so that each head's W_q W_k^T starts near
+    +identity and the layer's W_v W_o near -identity, the pattern of trained ViTs' attention.
+
+    The paper factors alpha Z + beta I (Z ~ N(0, 1/dim)) by an SVD per head, dim^3 work each (seconds per layer at
+    width 768). The same product without one: a head's W_q = Q with orthonormal columns and W_k = beta Q +
+    alpha G (G ~ N(0, 1/dim)) give W_q W_k^T = P (beta I + alpha Z') with P the projection onto Q's columns and
+    Z' = Q G^T again N(0, 1/dim) there; W_v orthonormal and W_o = -beta W_v^T + alpha G likewise give
+    W_v W_o = P (alpha Z' - beta I). ``to_out`` is drawn from ``to_qkv``'s values as they stand (drawn just
+    before, or loaded).
+    """
+    dim, inner = attention.to_qkv.in_features, attention.to_out.in_features
+    if layer is attention.to_qkv:
+        alpha, beta = MIMETIC_QUERY_KEY
+        queries = _orthonormal(attention.heads, dim, inner // attention.heads).transpose(0, 1).flatten(1)
+        keys = beta * queries + alpha * torch.randn(dim, inner) / dim ** 0.5
+        weight = torch.cat((queries, keys, _orthonormal(1, dim, inner)[0]), dim=1).T
+    else:
+        alpha, beta = MIMETIC_VALUE_OUTPUT
+        values = attention.to_qkv.weight[2 * inner:].detach().float().cpu().T
+        weight = -beta * values + alpha * torch.randn(dim, inner) / dim ** 0.5
+    layer.weight.copy_(weight.to(layer.weight))
 
 
 def _iterative_pinv_times(x, values, iterations):
@@ -322,8 +363,12 @@ class VitxLandmarkAttention(VitxAttention):
     own, so they run as two fused SDPA calls evaluated right to left: no tokens x landmarks (let alone
     tokens x tokens) tensor exists. With ``output_attentions`` (or ``eager``) the approximate map is formed
     and the output computed through it, so gradients reach the map. A depthwise convolution over the values
-    (``residual_conv_kernel``, 0 = off) adds a local residual. Self-attention only.
+    (``residual_conv_kernel``, 0 = off) adds a local residual. Self-attention only. Starts mimetic unless
+    ``config.attention_init`` says otherwise: from scratch it trains markedly faster so (docs/training.md,
+    "Initialization").
     """
+
+    default_init = "mimetic"
 
     def __init__(self, config, *, dim, heads, dim_head, num_landmarks, pinv_iterations, residual_conv_kernel):
         super().__init__(config, dim=dim, heads=heads, dim_head=dim_head)
@@ -942,7 +987,8 @@ class VitxPreTrainedModel(PreTrainedModel):
         token and the pretraining decoder's mask token: a normal draw of std ``config.position_init_std`` (1.0,
         the scale of the LayerNormed patch embeddings they join). The landmark attention's residual convolution
         over the values starts at zero, so each landmark layer starts as attention alone (nystrom-attention draws
-        it as any convolution; at zero the landmark encoder trains faster: docs/training.md, "Initialization").
+        it as any convolution; at zero the landmark encoder trains faster: docs/training.md, "Initialization"),
+        and its projections start mimetic (``config.attention_init``, ``_mimetic_init_``).
         Every other layer with parameters (norms, the layers of heads and decoders) gets PyTorch's own default.
         Trained from scratch, this reaches in 600 steps what transformers' 0.02 everywhere takes several times
         longer to (docs/training.md, "Initialization").
@@ -967,6 +1013,12 @@ class VitxPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.mask_token, std=position_std)
         elif hasattr(module, "reset_parameters"):  # PyTorch's draw: U(+-1/sqrt(fan_in)) for linear and convolution
             module.reset_parameters()              # layers, the identity for LayerNorm, and what a head adds
+        if getattr(module, "_vitx_mimetic", False) and not module.weight.is_meta and not getattr(
+                module.weight, "_is_hf_initialized", False):  # biases as drawn above; the weight mimetic
+            attention = next((m for m in self.modules() if isinstance(m, VitxAttention)
+                              and module in (m.to_qkv, m.to_out)), None)
+            if attention is not None:
+                _mimetic_init_(attention, module)
 
 
 class CrossVitxPreTrainedModel(VitxPreTrainedModel):

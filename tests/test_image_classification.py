@@ -11,7 +11,7 @@ from transformers import Trainer, TrainingArguments
 from configuration_vitx import VitxConfig
 from families import BUILT_OF_BLOCKS, CLASSIFIERS, MODELS, TABLE, tiny_inputs, tiny_model, tiny_pixels
 from helpers import tiny_vit_kwargs
-from modeling_vitx import VitxForImageClassification
+from modeling_vitx import VitxForImageClassification, VitxLandmarkAttention
 
 
 @pytest.mark.parametrize("family", CLASSIFIERS)
@@ -74,15 +74,22 @@ def _fan_in_bound(module):
 @pytest.mark.parametrize("family", BUILT_OF_BLOCKS)
 def test_init_weights(family):
     """vit-pytorch's initialization: every linear and convolution layer uniform in +-1/sqrt(fan_in) (std
-    1/sqrt(3 fan_in)) but the landmark attention's residual convolution, which starts at zero; positions, CLS
-    and mask tokens normal with std ``position_init_std``; LayerNorms the identity."""
+    1/sqrt(3 fan_in)) but the landmark attention's, whose residual convolution starts at zero and whose
+    projections start mimetic (test_mimetic_attention_init); positions, CLS and mask tokens normal with std
+    ``position_init_std``; LayerNorms the identity."""
     model = TABLE[family].head(TABLE[family].config(dim=64, heads=2, dim_head=32, mlp_dim=128)
                                if family != "crossvit" else TABLE[family].config())
+    landmark = getattr(model.config, "encoder", None) == "landmark"
     residual_convs = [m.res_conv for m in model.modules() if getattr(m, "res_conv", None) is not None]
-    assert bool(residual_convs) == (getattr(model.config, "encoder", None) == "landmark")
+    assert bool(residual_convs) == landmark
     assert all(not conv.weight.any() for conv in residual_convs)
+    mimetic = [m for m in model.modules() if isinstance(m, VitxLandmarkAttention)]
+    assert bool(mimetic) == landmark
+    for attention in mimetic:
+        assert _mimetic_products(attention) == pytest.approx((0.7, -0.4), abs=0.1)
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-              and not any(m is conv for conv in residual_convs)]
+              and not any(m is conv for conv in residual_convs)
+              and not any(m in (attention.to_qkv, attention.to_out) for attention in mimetic)]
     assert layers
     for layer in layers:
         bound = _fan_in_bound(layer)
@@ -97,6 +104,47 @@ def test_init_weights(family):
     assert all(p.abs().sum() > 0 for p in tokens)
     norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
     assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in norms)
+
+
+def _mimetic_products(attention):
+    """(mean diagonal of each head's W_q^T W_k, mean diagonal of W_v W_o): 0.7 and -0.4 for a mimetic start,
+    about 0 for a random one."""
+    queries, keys, values = _projections(attention)
+    value_output = values.transpose(0, 1).flatten(1) @ attention.to_out.weight.detach().T
+    return ((queries.transpose(1, 2) @ keys).diagonal(dim1=1, dim2=2).mean().item(),
+            value_output.diagonal().mean().item())
+
+
+def _projections(attention):
+    """W_q, W_k, W_v of each head: (heads, dim, dim_head) each."""
+    weight = attention.to_qkv.weight.detach()
+    return (w.T.unflatten(1, (attention.heads, -1)).transpose(0, 1) for w in weight.split(weight.shape[0] // 3))
+
+
+def test_mimetic_attention_init():
+    """``attention_init``: by default the landmark attention starts mimetic (each head's W_q orthonormal with
+    W_q^T W_k = 0.7 I + noise, W_v W_o = -0.4 I + noise) and softmax attention random; ``"mimetic"`` and
+    ``"random"`` choose for every attention of the model, anything else is refused by name."""
+    landmark = dict(tiny_vit_kwargs(dim=64, heads=2, dim_head=32, mlp_dim=128), encoder="landmark",
+                    encoder_kwargs={"num_landmarks": 8})
+    for options, start in (({}, "mimetic"), ({"attention_init": "random"}, "random"),
+                           ({"encoder": "vit", "encoder_kwargs": {}, "attention_init": "mimetic"}, "mimetic"),
+                           ({"encoder": "vit", "encoder_kwargs": {}}, "random")):
+        model = VitxForImageClassification(VitxConfig(**{**landmark, **options}))
+        for layer in model.vitx.encoder.layers:
+            query_key, value_output = _mimetic_products(layer.attention)
+            if start == "mimetic":
+                queries, _, values = _projections(layer.attention)
+                values = values.transpose(0, 1).flatten(1)  # the whole layer's W_v, 64 x 64
+                for matrix in (*queries, values):  # orthonormal columns
+                    torch.testing.assert_close(matrix.T @ matrix, torch.eye(matrix.shape[1]), atol=1e-5, rtol=0)
+                assert query_key == pytest.approx(0.7, abs=0.1) and value_output == pytest.approx(-0.4, abs=0.05)
+            else:
+                assert abs(query_key) < 0.1 and abs(value_output) < 0.1
+                bound = _fan_in_bound(layer.attention.to_qkv)
+                assert 0.9 * bound < layer.attention.to_qkv.weight.abs().max() <= bound
+    with pytest.raises(ValueError, match=r"`attention_init` must be one of \(None, 'mimetic', 'random'\), got 'eye'"):
+        VitxConfig(**landmark, attention_init="eye")
 
 
 def test_init_weights_follow_the_config():
@@ -145,9 +193,9 @@ def test_a_new_head_gets_the_init_and_loaded_weights_stay(tmp_path):
     assert head.bias.abs().max() <= bound and head.bias.any()
 
 
-def test_a_trained_residual_convolution_is_not_zeroed_again(tmp_path):
-    """The landmark attention's residual convolution starts at zero in a fresh model only: loaded under new
-    labels, a folder's trained convolution stays as saved."""
+def test_trained_landmark_attention_is_not_drawn_again(tmp_path):
+    """The landmark attention's residual convolution starts at zero and its projections mimetic in a fresh model
+    only: loaded under new labels, a folder's trained convolution and projections stay as saved."""
     model = VitxForImageClassification(VitxConfig(**tiny_vit_kwargs(), encoder="landmark",
                                                   encoder_kwargs={"num_landmarks": 8}))
     convolutions = [layer.attention.res_conv for layer in model.vitx.encoder.layers]
@@ -155,10 +203,15 @@ def test_a_trained_residual_convolution_is_not_zeroed_again(tmp_path):
     with torch.no_grad():
         for conv in convolutions:
             conv.weight.uniform_(0.5, 1.0)  # as training leaves it
+        for layer in model.vitx.encoder.layers:
+            for projection in (layer.attention.to_qkv, layer.attention.to_out):
+                projection.weight.normal_()
     model.save_pretrained(tmp_path)
     reloaded = VitxForImageClassification.from_pretrained(tmp_path, num_labels=3, ignore_mismatched_sizes=True)
-    for conv, loaded in zip(convolutions, (layer.attention.res_conv for layer in reloaded.vitx.encoder.layers)):
-        assert torch.equal(loaded.weight, conv.weight)
+    saved = model.vitx.encoder.state_dict()
+    assert any(".to_qkv." in name for name in saved) and any(".res_conv." in name for name in saved)
+    for name, value in reloaded.vitx.encoder.state_dict().items():
+        assert torch.equal(value, saved[name]), name
 
 
 class _RandomImages(torch.utils.data.Dataset):
