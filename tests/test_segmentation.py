@@ -49,14 +49,18 @@ def test_full_resolution_logits_and_a_loss_that_ignores_255(encoder):
 
 def test_logits_vary_within_a_patch():
     """The decoder's pixel path reaches full resolution: a one-pixel change moves that pixel's logits more than
-    those of the farthest pixel of its own patch (an upsampled patch-level map would move them alike)."""
-    model = tiny()
+    those of the farthest pixel of its own patch (an upsampled patch-level map would move them alike). How much
+    more depends on the draw of the weights, so over five fresh models, the median ratio."""
     pixels = torch.randn(1, 3, 32, 48)
     changed = pixels.clone()
     changed[0, :, 4, 8] += 3.0  # the top-left pixel of a 4x8 patch
-    with torch.no_grad():
-        delta = (model(changed).logits - model(pixels).logits).abs().sum(dim=1)[0]
-    assert delta[4, 8] > 2 * delta[7, 15]
+    ratios = []
+    for _ in range(5):
+        model = tiny()
+        with torch.no_grad():
+            delta = (model(changed).logits - model(pixels).logits).abs().sum(dim=1)[0]
+        ratios.append((delta[4, 8] / delta[7, 15]).item())
+    assert sorted(ratios)[2] > 2, ratios
 
 
 def test_states_of_the_configured_layers_are_fused():
