@@ -53,6 +53,13 @@ def _check_bool(name, value):
     return value
 
 
+def _check_choice(name, value, allowed):
+    """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+    return value
+
+
 def _check_size(name, value):
     """Normalize an int or an (height, width) pair of positive ints.
 
@@ -88,6 +95,9 @@ def _check_odd_kernel(name, value):
         raise ValueError(f"`{name}` must be 0 (off) or a positive odd int, got {value!r}.")
     return value
 
+
+# `linear_init`'s values
+LINEAR_INITS = ("pytorch", "xavier_uniform")
 
 # `attention_init`'s values: None picks per attention (mimetic for landmark attention, random for softmax)
 ATTENTION_INITS = (None, "mimetic", "random")
@@ -209,6 +219,11 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
             layer as PyTorch does (uniform in +-1/sqrt(fan_in), vit-pytorch's and nystrom-attention's
             initialization); a float draws their weights from a truncated normal of that std with zero biases
             (transformers' ViT and timm use 0.02; folders converted from them keep it).
+        linear_init (`str`, defaults to `"pytorch"`): the draw of the transformer's own linear layers (patch
+            embedding, attention and feed-forward) when `initializer_range` is None: `"pytorch"` (PyTorch's
+            default, vit-pytorch's) or `"xavier_uniform"` (Glorot's uniform, as MAE and big_vision draw their
+            ViTs'; docs/training.md, "Initialization", compares the two). Biases, heads and decoders keep
+            PyTorch's draw.
         position_init_std (`float`, defaults to 1.0): std of the normal draw of the learned position embeddings
             and the CLS token (and of the pretraining decoder's positions and mask token). 1.0 matches the unit
             scale of the tokens they are added to: the patch embeddings end in a LayerNorm
@@ -298,6 +313,7 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
         layer_norm_eps=1e-5,
         initializer_range=None,
         position_init_std=1.0,
+        linear_init="pytorch",
         attention_init=None,
         encoder="vit",
         encoder_kwargs=None,
@@ -343,9 +359,8 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
         self.initializer_range = None if initializer_range is None else _check_positive_float(
             "initializer_range", initializer_range)
         self.position_init_std = _check_positive_float("position_init_std", position_init_std)
-        if attention_init not in ATTENTION_INITS:
-            raise ValueError(f"`attention_init` must be one of {ATTENTION_INITS}, got {attention_init!r}.")
-        self.attention_init = attention_init
+        self.linear_init = _check_choice("linear_init", linear_init, LINEAR_INITS)
+        self.attention_init = _check_choice("attention_init", attention_init, ATTENTION_INITS)
         self.encoder, self.encoder_kwargs = _check_encoder(encoder, encoder_kwargs)
         if isinstance(masking_ratio, bool) or not isinstance(masking_ratio, Real) or not 0 < masking_ratio < 1:
             raise ValueError(f"`masking_ratio` must be a float in (0, 1), got {masking_ratio!r}.")
@@ -438,8 +453,9 @@ class CrossVitxConfig(PretrainedConfig):
         channels (`int`, defaults to 3): image channels (`num_channels`).
         qkv_bias (`bool`, defaults to `False`): biases on the query/key/value projections.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
-        initializer_range (`float`, *optional*), position_init_std (`float`, defaults to 1.0): the
-            initialization, as in [`VitxConfig`] (both streams' positions and CLS tokens at `position_init_std`).
+        initializer_range (`float`, *optional*), linear_init (`str`, defaults to `"pytorch"`),
+            position_init_std (`float`, defaults to 1.0): the initialization, as in [`VitxConfig`] (both streams'
+            positions and CLS tokens at `position_init_std`).
 
     Example:
 
@@ -487,6 +503,7 @@ class CrossVitxConfig(PretrainedConfig):
         layer_norm_eps=1e-5,
         initializer_range=None,
         position_init_std=1.0,
+        linear_init="pytorch",
         **kwargs,
     ):
         self.image_size = _check_size("image_size", image_size)
@@ -513,6 +530,7 @@ class CrossVitxConfig(PretrainedConfig):
         self.initializer_range = None if initializer_range is None else _check_positive_float(
             "initializer_range", initializer_range)
         self.position_init_std = _check_positive_float("position_init_std", position_init_std)
+        self.linear_init = _check_choice("linear_init", linear_init, LINEAR_INITS)
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
 

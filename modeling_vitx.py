@@ -148,6 +148,13 @@ def _tokens_to_map(tokens, num_prefix_tokens, height, width):
 # embeddings
 
 
+def _body_linear(layer):
+    """Mark ``layer`` as a linear layer of the transformer itself (patch embedding, attention, feed-forward), which
+    ``config.linear_init`` initializes; the layers of heads and decoders keep PyTorch's draw."""
+    layer._vitx_body_linear = True
+    return layer
+
+
 class VitxPatchEmbeddings(nn.Module):
     """Cuts an image into patches and projects each to ``dim``, as (batch, patches, dim) in row-major patch order.
 
@@ -162,7 +169,7 @@ class VitxPatchEmbeddings(nn.Module):
         if patch_norm:
             patch_dim = config.channels * self.patch_height * self.patch_width
             self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
-            self.projection = nn.Linear(patch_dim, dim)
+            self.projection = _body_linear(nn.Linear(patch_dim, dim))
             self.norm_out = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         else:
             self.projection = nn.Conv2d(config.channels, dim, kernel_size=(self.patch_height, self.patch_width),
@@ -258,8 +265,8 @@ class VitxAttention(nn.Module):
         self.config = config
         self.heads, self.scale = heads, dim_head ** -0.5
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.to_qkv = nn.Linear(dim, heads * dim_head * 3, bias=config.qkv_bias)
-        self.to_out = nn.Linear(heads * dim_head, dim)
+        self.to_qkv = _body_linear(nn.Linear(dim, heads * dim_head * 3, bias=config.qkv_bias))
+        self.to_out = _body_linear(nn.Linear(heads * dim_head, dim))
         self.out_dropout = nn.Dropout(config.dropout)
         if (getattr(config, "attention_init", None) or self.default_init) == "mimetic":
             self.to_qkv._vitx_mimetic = self.to_out._vitx_mimetic = True  # see VitxPreTrainedModel._init_weights
@@ -420,9 +427,9 @@ class CrossVitxCrossAttention(nn.Module):
     def __init__(self, config, *, dim, context_dim, heads, dim_head):
         super().__init__()
         project = dim != context_dim
-        self.project_in = nn.Linear(dim, context_dim) if project else nn.Identity()
+        self.project_in = _body_linear(nn.Linear(dim, context_dim)) if project else nn.Identity()
         self.attention = VitxAttention(config, dim=context_dim, heads=heads, dim_head=dim_head)
-        self.project_out = nn.Linear(context_dim, dim) if project else nn.Identity()
+        self.project_out = _body_linear(nn.Linear(context_dim, dim)) if project else nn.Identity()
 
     def forward(self, cls_token, context, output_attentions=False):
         attended, attn = self.attention(self.project_in(cls_token), context, output_attentions=output_attentions)
@@ -437,8 +444,8 @@ class VitxFeedForward(nn.Module):
     def __init__(self, config, *, dim, mlp_dim):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.fc1 = nn.Linear(dim, mlp_dim)
-        self.fc2 = nn.Linear(mlp_dim, dim)
+        self.fc1 = _body_linear(nn.Linear(dim, mlp_dim))
+        self.fc2 = _body_linear(nn.Linear(mlp_dim, dim))
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -980,10 +987,13 @@ class VitxPreTrainedModel(PreTrainedModel):
                          interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True)
 
     def _init_weights(self, module):
-        """vit-pytorch's initialization, driven by the config.
+        """The initialization, driven by the config.
 
-        Linear and convolution layers: PyTorch's fan-in scaled uniform draw, or with a float
-        ``config.initializer_range`` transformers' truncated normal of that std. Position embeddings, the CLS
+        Linear and convolution layers: PyTorch's fan-in scaled uniform draw (vit-pytorch's); with
+        ``config.linear_init="xavier_uniform"`` the transformer's own linear layers (patch embedding, attention,
+        feed-forward; ``_body_linear``) draw their weights from Glorot's uniform instead (MAE's and big_vision's
+        ViTs). With a float ``config.initializer_range``, all of them transformers' truncated normal of that std
+        and zero biases. Position embeddings, the CLS
         token and the pretraining decoder's mask token: a normal draw of std ``config.position_init_std`` (1.0,
         the scale of the LayerNormed patch embeddings they join). The landmark attention's residual convolution
         over the values starts at zero, so each landmark layer starts as attention alone (nystrom-attention draws
@@ -1004,6 +1014,10 @@ class VitxPreTrainedModel(PreTrainedModel):
             nn.init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+        elif getattr(module, "_vitx_body_linear", False) and getattr(self.config, "linear_init",
+                                                                    "pytorch") == "xavier_uniform":
+            module.reset_parameters()  # the bias as PyTorch draws it; the weight Glorot's uniform
+            nn.init.xavier_uniform_(module.weight)
         elif isinstance(module, VitxEmbeddings):
             nn.init.normal_(module.position_embeddings, std=position_std)
             if module.cls_token is not None:

@@ -71,14 +71,26 @@ def _fan_in_bound(module):
     return module.weight[0].numel() ** -0.5
 
 
+def _xavier_bound(module):
+    fan_out, fan_in = module.weight.shape[0], module.weight[0].numel()
+    return (6 / (fan_in + fan_out)) ** 0.5
+
+
 @pytest.mark.parametrize("family", BUILT_OF_BLOCKS)
 def test_init_weights(family):
     """vit-pytorch's initialization: every linear and convolution layer uniform in +-1/sqrt(fan_in) (std
-    1/sqrt(3 fan_in)) but the landmark attention's, whose residual convolution starts at zero and whose
-    projections start mimetic (test_mimetic_attention_init); positions, CLS and mask tokens normal with std
-    ``position_init_std``; LayerNorms the identity."""
-    model = TABLE[family].head(TABLE[family].config(dim=64, heads=2, dim_head=32, mlp_dim=128)
-                               if family != "crossvit" else TABLE[family].config())
+    1/sqrt(3 fan_in), PyTorch's draw) but the landmark attention's, whose residual convolution starts at zero and
+    whose projections start mimetic (test_mimetic_attention_init); positions, CLS and mask tokens normal with std
+    ``position_init_std``; LayerNorms the identity. With ``linear_init="xavier_uniform"``, the transformer's own
+    linear layers (patch embedding, attention, feed-forward) Glorot-uniform in +-sqrt(6 / (fan_in + fan_out)),
+    their biases and every other layer as before."""
+    for linear_init in ("pytorch", "xavier_uniform"):
+        _check_init_weights(family, linear_init)
+
+
+def _check_init_weights(family, linear_init):
+    model = TABLE[family].head(TABLE[family].config(dim=64, heads=2, dim_head=32, mlp_dim=128, linear_init=linear_init)
+                               if family != "crossvit" else TABLE[family].config(linear_init=linear_init))
     landmark = getattr(model.config, "encoder", None) == "landmark"
     residual_convs = [m.res_conv for m in model.modules() if getattr(m, "res_conv", None) is not None]
     assert bool(residual_convs) == landmark
@@ -91,13 +103,16 @@ def test_init_weights(family):
               and not any(m is conv for conv in residual_convs)
               and not any(m in (attention.to_qkv, attention.to_out) for attention in mimetic)]
     assert layers
+    body = [layer for layer in layers if getattr(layer, "_vitx_body_linear", False)]
+    assert body and len(body) < len(layers)  # heads and decoders keep PyTorch's draw
     for layer in layers:
-        bound = _fan_in_bound(layer)
-        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+        xavier = linear_init == "xavier_uniform" and any(layer is b for b in body)
+        bound = _xavier_bound(layer) if xavier else _fan_in_bound(layer)
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound, layer
         if layer.weight.numel() >= 2048:  # enough draws for the std to be within a few percent
             assert abs(layer.weight.std().item() / (bound / 3 ** 0.5) - 1) < 0.1, layer
         if layer.bias is not None:
-            assert layer.bias.abs().max() <= bound and layer.bias.any()
+            assert layer.bias.abs().max() <= _fan_in_bound(layer) and layer.bias.any()
     tokens = [p for name, p in model.named_parameters() if name.endswith(("position_embeddings", "cls_token",
                                                                            "mask_token"))]
     assert tokens and all(abs(p.std().item() - 1) < 0.25 for p in tokens if p.numel() >= 512)
@@ -145,6 +160,8 @@ def test_mimetic_attention_init():
                 assert 0.9 * bound < layer.attention.to_qkv.weight.abs().max() <= bound
     with pytest.raises(ValueError, match=r"`attention_init` must be one of \(None, 'mimetic', 'random'\), got 'eye'"):
         VitxConfig(**landmark, attention_init="eye")
+    with pytest.raises(ValueError, match=r"`linear_init` must be one of \('pytorch', 'xavier_uniform'\), got 'he'"):
+        VitxConfig(**landmark, linear_init="he")
 
 
 def test_init_weights_follow_the_config():
