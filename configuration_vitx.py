@@ -454,8 +454,9 @@ class CrossVitxConfig(PretrainedConfig):
         qkv_bias (`bool`, defaults to `False`): biases on the query/key/value projections.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
         initializer_range (`float`, *optional*), linear_init (`str`, defaults to `"pytorch"`),
-            position_init_std (`float`, defaults to 1.0): the initialization, as in [`VitxConfig`] (both streams'
-            positions and CLS tokens at `position_init_std`).
+            position_init_std (`float`, defaults to 1.0), attention_init (`str`, *optional*): the initialization,
+            as in [`VitxConfig`] (both streams' positions and CLS tokens at `position_init_std`; every attention,
+            self and cross, is softmax attention, so `None` is the plain draw).
 
     Example:
 
@@ -504,6 +505,7 @@ class CrossVitxConfig(PretrainedConfig):
         initializer_range=None,
         position_init_std=1.0,
         linear_init="pytorch",
+        attention_init=None,
         **kwargs,
     ):
         self.image_size = _check_size("image_size", image_size)
@@ -531,6 +533,7 @@ class CrossVitxConfig(PretrainedConfig):
             "initializer_range", initializer_range)
         self.position_init_std = _check_positive_float("position_init_std", position_init_std)
         self.linear_init = _check_choice("linear_init", linear_init, LINEAR_INITS)
+        self.attention_init = _check_choice("attention_init", attention_init, ATTENTION_INITS)
         _set_num_labels(num_classes, kwargs)
         super().__init__(**kwargs)
 

@@ -11,7 +11,7 @@ from transformers import Trainer, TrainingArguments
 from configuration_vitx import VitxConfig
 from families import BUILT_OF_BLOCKS, CLASSIFIERS, MODELS, TABLE, tiny_inputs, tiny_model, tiny_pixels
 from helpers import tiny_vit_kwargs
-from modeling_vitx import VitxForImageClassification, VitxLandmarkAttention
+from modeling_vitx import VitxAttention, VitxForImageClassification, VitxLandmarkAttention
 
 
 @pytest.mark.parametrize("family", CLASSIFIERS)
@@ -139,7 +139,8 @@ def _projections(attention):
 def test_mimetic_attention_init():
     """``attention_init``: by default the landmark attention starts mimetic (each head's W_q orthonormal with
     W_q^T W_k = 0.7 I + noise, W_v W_o = -0.4 I + noise) and softmax attention random; ``"mimetic"`` and
-    ``"random"`` choose for every attention of the model, anything else is refused by name."""
+    ``"random"`` choose for every attention of the model (CrossViT's cross-attention too), anything else is refused
+    by name."""
     landmark = dict(tiny_vit_kwargs(dim=64, heads=2, dim_head=32, mlp_dim=128), encoder="landmark",
                     encoder_kwargs={"num_landmarks": 8})
     for options, start in (({}, "mimetic"), ({"attention_init": "random"}, "random"),
@@ -158,6 +159,16 @@ def test_mimetic_attention_init():
                 assert abs(query_key) < 0.1 and abs(value_output) < 0.1
                 bound = _fan_in_bound(layer.attention.to_qkv)
                 assert 0.9 * bound < layer.attention.to_qkv.weight.abs().max() <= bound
+    crossvit = TABLE["crossvit"]
+    for options, start in (({}, "random"), ({"attention_init": "mimetic"}, "mimetic")):
+        attentions = [m for m in crossvit.head(crossvit.config(**options)).modules() if isinstance(m, VitxAttention)]
+        assert any(a.to_qkv.in_features != attentions[0].to_qkv.in_features for a in attentions)  # both widths
+        for attention in attentions:  # self- and cross-attention of both streams
+            query_key, value_output = _mimetic_products(attention)
+            if start == "mimetic":
+                assert query_key == pytest.approx(0.7, abs=0.15) and value_output < -0.1
+            else:
+                assert abs(query_key) < 0.15 and abs(value_output) < 0.1
     with pytest.raises(ValueError, match=r"`attention_init` must be one of \(None, 'mimetic', 'random'\), got 'eye'"):
         VitxConfig(**landmark, attention_init="eye")
     with pytest.raises(ValueError, match=r"`linear_init` must be one of \('pytorch', 'xavier_uniform'\), got 'he'"):
