@@ -56,7 +56,8 @@ def _check_bool(name, value):
 def _check_choice(name, value, allowed):
     """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+        *first, last = (repr(choice) for choice in allowed)
+        raise ValueError(f"`{name}` must be {', '.join(first)} or {last}, got {value!r}.")
     return value
 
 
@@ -350,9 +351,7 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
         self.channels, self.dim_head = channels, dim_head
         self.dropout = _check_probability("dropout", dropout)
         self.emb_dropout = _check_probability("emb_dropout", emb_dropout)
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"`pool` must be 'cls' or 'mean', got {pool!r}.")
-        self.pool = pool
+        self.pool = _check_choice("pool", pool, ("cls", "mean"))
         self.patch_norm = _check_bool("patch_norm", patch_norm)
         self.qkv_bias = _check_bool("qkv_bias", qkv_bias)
         self.layer_norm_eps = _check_positive_float("layer_norm_eps", layer_norm_eps)

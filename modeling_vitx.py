@@ -268,7 +268,7 @@ class VitxAttention(nn.Module):
         self.to_qkv = _body_linear(nn.Linear(dim, heads * dim_head * 3, bias=config.qkv_bias))
         self.to_out = _body_linear(nn.Linear(heads * dim_head, dim))
         self.out_dropout = nn.Dropout(config.dropout)
-        if (getattr(config, "attention_init", None) or self.default_init) == "mimetic":
+        if (config.attention_init or self.default_init) == "mimetic":
             self.to_qkv._vitx_mimetic = self.to_out._vitx_mimetic = True  # see VitxPreTrainedModel._init_weights
 
     def project(self, x, context):
@@ -301,7 +301,7 @@ MIMETIC_QUERY_KEY, MIMETIC_VALUE_OUTPUT = (0.7, 0.7), (0.4, 0.4)
 
 def _orthonormal(count, rows, cols):
     """``count`` random (rows, cols) matrices with orthonormal columns (rows >= cols) or rows (rows < cols)."""
-    q = torch.linalg.qr(torch.randn(count, max(rows, cols), min(rows, cols))).Q
+    q = torch.linalg.qr(torch.randn(count, max(rows, cols), min(rows, cols), device="cpu")).Q
     return q if rows >= cols else q.transpose(1, 2)
 
 
@@ -315,18 +315,18 @@ def _mimetic_init_(attention, layer):
     alpha G (G ~ N(0, 1/dim)) give W_q W_k^T = P (beta I + alpha Z') with P the projection onto Q's columns and
     Z' = Q G^T again N(0, 1/dim) there; W_v orthonormal and W_o = -beta W_v^T + alpha G likewise give
     W_v W_o = P (alpha Z' - beta I). ``to_out`` is drawn from ``to_qkv``'s values as they stand (drawn just
-    before, or loaded).
+    before, or loaded). Drawn on the CPU, whatever device the layers are built on.
     """
     dim, inner = attention.to_qkv.in_features, attention.to_out.in_features
     if layer is attention.to_qkv:
         alpha, beta = MIMETIC_QUERY_KEY
         queries = _orthonormal(attention.heads, dim, inner // attention.heads).transpose(0, 1).flatten(1)
-        keys = beta * queries + alpha * torch.randn(dim, inner) / dim ** 0.5
+        keys = beta * queries + alpha * torch.randn(dim, inner, device="cpu") / dim ** 0.5
         weight = torch.cat((queries, keys, _orthonormal(1, dim, inner)[0]), dim=1).T
     else:
         alpha, beta = MIMETIC_VALUE_OUTPUT
         values = attention.to_qkv.weight[2 * inner:].detach().float().cpu().T
-        weight = -beta * values + alpha * torch.randn(dim, inner) / dim ** 0.5
+        weight = -beta * values + alpha * torch.randn(dim, inner, device="cpu") / dim ** 0.5
     layer.weight.copy_(weight.to(layer.weight))
 
 
@@ -1014,8 +1014,7 @@ class VitxPreTrainedModel(PreTrainedModel):
             nn.init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif getattr(module, "_vitx_body_linear", False) and getattr(self.config, "linear_init",
-                                                                    "pytorch") == "xavier_uniform":
+        elif getattr(module, "_vitx_body_linear", False) and self.config.linear_init == "xavier_uniform":
             module.reset_parameters()  # the bias as PyTorch draws it; the weight Glorot's uniform
             nn.init.xavier_uniform_(module.weight)
         elif isinstance(module, VitxEmbeddings):
