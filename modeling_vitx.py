@@ -989,10 +989,10 @@ class VitxPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         """The initialization, driven by the config.
 
-        Linear and convolution layers: PyTorch's fan-in scaled uniform draw (vit-pytorch's), except that with
-        ``config.linear_init="xavier_uniform"`` (the default with the patch norms) the transformer's own linear
-        layers (patch embedding, attention, feed-forward; ``_body_linear``) draw their weights from Glorot's
-        uniform (MAE's and big_vision's ViTs). With a float ``config.initializer_range``, all of them transformers' truncated normal of that std
+        Linear and convolution layers: PyTorch's fan-in scaled uniform draw (vit-pytorch's); with
+        ``config.linear_init="xavier_uniform"`` the transformer's own linear layers (patch embedding, attention,
+        feed-forward; ``_body_linear``) draw their weights from Glorot's uniform instead (MAE's and big_vision's
+        ViTs). With a float ``config.initializer_range``, all of them transformers' truncated normal of that std
         and zero biases. Position embeddings, the CLS
         token and the pretraining decoder's mask token: a normal draw of std ``config.position_init_std`` (1.0,
         the scale of the LayerNormed patch embeddings they join). The landmark attention's residual convolution
@@ -1008,14 +1008,13 @@ class VitxPreTrainedModel(PreTrainedModel):
         if getattr(module, "_vitx_user_weights", False):
             return
         std, position_std = self.config.initializer_range, self.config.position_init_std
-        linear_init = self.config.linear_init or ("xavier_uniform" if self.config.patch_norm else "pytorch")
         if getattr(module, "_vitx_zero_init", False):
             nn.init.zeros_(module.weight)
         elif isinstance(module, (nn.Linear, nn.Conv2d)) and std is not None:
             nn.init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif getattr(module, "_vitx_body_linear", False) and linear_init == "xavier_uniform":
+        elif getattr(module, "_vitx_body_linear", False) and self.config.linear_init == "xavier_uniform":
             module.reset_parameters()  # the bias as PyTorch draws it; the weight Glorot's uniform
             nn.init.xavier_uniform_(module.weight)
         elif isinstance(module, VitxEmbeddings):
