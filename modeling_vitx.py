@@ -34,13 +34,14 @@ from transformers.modeling_outputs import (BackboneOutput, BaseModelOutput, Base
 from transformers.utils import ModelOutput
 
 try:  # as Hub remote code, the config file sits beside this one in a package
-    from .configuration_vitx import CrossVitxConfig, VitxConfig, _check_feature_pyramid, _encoder_options, _to_pair
+    from .configuration_vitx import (CrossVitxConfig, VitxConfig, _check_choice, _check_feature_pyramid,
+                                     _encoder_options, _to_pair)
 except ImportError:  # installed as top-level modules. Imported by name: transformers 4.x scans remote code for
     # `from X import` lines outside try blocks and would take this fallback for a package the Hub copy needs.
     _configuration = importlib.import_module("configuration_vitx")
-    CrossVitxConfig, VitxConfig, _check_feature_pyramid, _encoder_options, _to_pair = (
-        getattr(_configuration, name)
-        for name in ("CrossVitxConfig", "VitxConfig", "_check_feature_pyramid", "_encoder_options", "_to_pair"))
+    CrossVitxConfig, VitxConfig, _check_choice, _check_feature_pyramid, _encoder_options, _to_pair = (
+        getattr(_configuration, name) for name in ("CrossVitxConfig", "VitxConfig", "_check_choice",
+                                                   "_check_feature_pyramid", "_encoder_options", "_to_pair"))
 
 try:  # transformers >= 4.52: the layer contract its own models follow (checkpointing, every_n_layers)
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -959,8 +960,7 @@ class VitxPreTrainedModel(PreTrainedModel):
     def set_attn_implementation(self, attn_implementation):
         """Switch every attention of the model between ``"sdpa"`` (``F.scaled_dot_product_attention``, the
         default) and ``"eager"`` (the explicit softmax), as loading with ``attn_implementation=`` does."""
-        if attn_implementation not in ("eager", "sdpa"):
-            raise ValueError(f"`attn_implementation` must be 'eager' or 'sdpa', got {attn_implementation!r}.")
+        _check_choice("attn_implementation", attn_implementation, ("eager", "sdpa"))
         configs = (getattr(module, "config", None) for module in self.modules())
         for config in {id(c): c for c in configs if isinstance(c, PretrainedConfig)}.values():
             config._attn_implementation = attn_implementation  # an encoder module may hold a config of its own
