@@ -97,7 +97,7 @@ def _check_odd_kernel(name, value):
     return value
 
 
-# `linear_init`'s values
+# `linear_init`'s values; `VitxConfig` also takes None: per model (Glorot's draw for a classifier with the patch norms)
 LINEAR_INITS = ("pytorch", "xavier_uniform")
 
 # `attention_init`'s values: None picks per attention (mimetic for landmark attention, random for softmax)
@@ -220,11 +220,14 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
             layer as PyTorch does (uniform in +-1/sqrt(fan_in), vit-pytorch's and nystrom-attention's
             initialization); a float draws their weights from a truncated normal of that std with zero biases
             (transformers' ViT and timm use 0.02; folders converted from them keep it).
-        linear_init (`str`, defaults to `"pytorch"`): the draw of the transformer's own linear layers (patch
-            embedding, attention and feed-forward) when `initializer_range` is None: `"pytorch"` (PyTorch's
-            default, vit-pytorch's) or `"xavier_uniform"` (Glorot's uniform, as MAE and big_vision draw their
-            ViTs'; docs/training.md, "Initialization", compares the two). Biases, heads and decoders keep
-            PyTorch's draw.
+        linear_init (`str`, *optional*): the draw of the transformer's own linear layers (patch embedding,
+            attention and feed-forward) when `initializer_range` is None: `"pytorch"` (PyTorch's default,
+            vit-pytorch's) or `"xavier_uniform"` (Glorot's uniform, as MAE and big_vision draw their ViTs').
+            `None` (the default) takes what trains fastest from scratch for the model (measured in
+            `scripts/benchmark.py --sections convergence` and `scripts/train_segmentation.py`; docs/training.md,
+            "Initialization"): Glorot's with the patch norms (`patch_norm=True`), PyTorch's for the classic ViT
+            and for the dense-prediction models (`VitxForSemanticSegmentation`, `VitxBackbone`). Biases, heads
+            and decoders keep PyTorch's draw.
         position_init_std (`float`, defaults to 1.0): std of the normal draw of the learned position embeddings
             and the CLS token (and of the pretraining decoder's positions and mask token). 1.0 matches the unit
             scale of the tokens they are added to: the patch embeddings end in a LayerNorm
@@ -314,7 +317,7 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
         layer_norm_eps=1e-5,
         initializer_range=None,
         position_init_std=1.0,
-        linear_init="pytorch",
+        linear_init=None,
         attention_init=None,
         encoder="vit",
         encoder_kwargs=None,
@@ -358,7 +361,7 @@ class VitxConfig(BackboneConfigMixin, PretrainedConfig):
         self.initializer_range = None if initializer_range is None else _check_positive_float(
             "initializer_range", initializer_range)
         self.position_init_std = _check_positive_float("position_init_std", position_init_std)
-        self.linear_init = _check_choice("linear_init", linear_init, LINEAR_INITS)
+        self.linear_init = _check_choice("linear_init", linear_init, (None, *LINEAR_INITS))
         self.attention_init = _check_choice("attention_init", attention_init, ATTENTION_INITS)
         self.encoder, self.encoder_kwargs = _check_encoder(encoder, encoder_kwargs)
         if isinstance(masking_ratio, bool) or not isinstance(masking_ratio, Real) or not 0 < masking_ratio < 1:

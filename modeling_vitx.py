@@ -734,6 +734,18 @@ def _config_for_encoder(config, module, model_class, kwargs):
     return config
 
 
+def _dense_prediction_config(config):
+    """The config a dense-prediction model (segmentation, backbone) is built from: ``linear_init=None`` taken as
+    PyTorch's draw, in a copy. Glorot's draw, the default of a classifier with the patch norms, holds the
+    segmentation model back (held-out mean IoU 0.42 against 0.57 on ``scripts/train_segmentation.py``'s digit
+    canvases; docs/training.md, "Initialization")."""
+    if config.linear_init is not None:
+        return config
+    config = copy.copy(config)
+    config.linear_init = "pytorch"
+    return config
+
+
 def _require_vit_config(config, model, crossvit_lacks):
     """A ``ValueError`` unless ``config`` is a ``VitxConfig``, told by the model_type it declares: loaded as remote
     code, the config's class is another VitxConfig class object (the loader runs the folder's configuration file
@@ -989,16 +1001,17 @@ class VitxPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         """The initialization, driven by the config.
 
-        Linear and convolution layers: PyTorch's fan-in scaled uniform draw (vit-pytorch's); with
-        ``config.linear_init="xavier_uniform"`` the transformer's own linear layers (patch embedding, attention,
-        feed-forward; ``_body_linear``) draw their weights from Glorot's uniform instead (MAE's and big_vision's
-        ViTs). With a float ``config.initializer_range``, all of them transformers' truncated normal of that std
-        and zero biases. Position embeddings, the CLS
-        token and the pretraining decoder's mask token: a normal draw of std ``config.position_init_std`` (1.0,
-        the scale of the LayerNormed patch embeddings they join). The landmark attention's residual convolution
-        over the values starts at zero, so each landmark layer starts as attention alone (nystrom-attention draws
-        it as any convolution; at zero the landmark encoder trains faster: docs/training.md, "Initialization"),
-        and its projections start mimetic (``config.attention_init``, ``_mimetic_init_``).
+        Linear and convolution layers: PyTorch's fan-in scaled uniform draw (vit-pytorch's), except that with
+        ``config.linear_init="xavier_uniform"`` (what None means with the patch norms, but in the dense-prediction
+        models: ``_dense_prediction_config``) the transformer's own linear layers (patch embedding, attention,
+        feed-forward; ``_body_linear``) draw their weights from Glorot's uniform (MAE's and big_vision's ViTs).
+        With a float ``config.initializer_range``, all of them transformers' truncated normal of that std and zero
+        biases. Position embeddings, the CLS token and the pretraining decoder's mask token: a normal draw of std
+        ``config.position_init_std`` (1.0, the scale of the LayerNormed patch embeddings they join). The landmark
+        attention's residual convolution over the values starts at zero, so each landmark layer starts as
+        attention alone (nystrom-attention draws it as any convolution; at zero the landmark encoder trains
+        faster: docs/training.md, "Initialization"), and its projections start mimetic
+        (``config.attention_init``, ``_mimetic_init_``).
         Every other layer with parameters (norms, the layers of heads and decoders) gets PyTorch's own default.
         Trained from scratch, this reaches in 600 steps what transformers' 0.02 everywhere takes several times
         longer to (docs/training.md, "Initialization").
@@ -1008,13 +1021,14 @@ class VitxPreTrainedModel(PreTrainedModel):
         if getattr(module, "_vitx_user_weights", False):
             return
         std, position_std = self.config.initializer_range, self.config.position_init_std
+        linear_init = self.config.linear_init or ("xavier_uniform" if self.config.patch_norm else "pytorch")
         if getattr(module, "_vitx_zero_init", False):
             nn.init.zeros_(module.weight)
         elif isinstance(module, (nn.Linear, nn.Conv2d)) and std is not None:
             nn.init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif getattr(module, "_vitx_body_linear", False) and self.config.linear_init == "xavier_uniform":
+        elif getattr(module, "_vitx_body_linear", False) and linear_init == "xavier_uniform":
             module.reset_parameters()  # the bias as PyTorch draws it; the weight Glorot's uniform
             nn.init.xavier_uniform_(module.weight)
         elif isinstance(module, VitxEmbeddings):
@@ -1305,7 +1319,7 @@ class VitxForSemanticSegmentation(VitxPreTrainedModel):
 
     def __init__(self, config, *, encoder_module=None, **kwargs):
         _require_vit_config(config, "semantic segmentation", "have no segmentation head")
-        config = _config_for_encoder(config, encoder_module, type(self), kwargs)
+        config = _dense_prediction_config(_config_for_encoder(config, encoder_module, type(self), kwargs))
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vitx = VitxModel(config, encoder_module=encoder_module)
@@ -1504,7 +1518,7 @@ class VitxBackbone(BackboneMixin, VitxPreTrainedModel):
 
     def __init__(self, config, *, encoder_module=None, **kwargs):
         _require_vit_config(config, "VitxBackbone", "of different widths make no backbone")
-        config = _config_for_encoder(config, encoder_module, type(self), kwargs)
+        config = _dense_prediction_config(_config_for_encoder(config, encoder_module, type(self), kwargs))
         super().__init__(config)
         if hasattr(self, "_init_backbone"):  # transformers 4.x: the mixin has no __init__ of its own
             self._init_backbone(config)

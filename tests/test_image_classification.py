@@ -11,7 +11,8 @@ from transformers import Trainer, TrainingArguments
 from configuration_vitx import VitxConfig
 from families import BUILT_OF_BLOCKS, CLASSIFIERS, MODELS, TABLE, tiny_inputs, tiny_model, tiny_pixels
 from helpers import tiny_vit_kwargs
-from modeling_vitx import VitxAttention, VitxForImageClassification, VitxLandmarkAttention
+from modeling_vitx import (VitxAttention, VitxBackbone, VitxForImageClassification, VitxForSemanticSegmentation,
+                           VitxLandmarkAttention)
 
 
 @pytest.mark.parametrize("family", CLASSIFIERS)
@@ -81,16 +82,19 @@ def test_init_weights(family):
     """vit-pytorch's initialization: every linear and convolution layer uniform in +-1/sqrt(fan_in) (std
     1/sqrt(3 fan_in), PyTorch's draw) but the landmark attention's, whose residual convolution starts at zero and
     whose projections start mimetic (test_mimetic_attention_init); positions, CLS and mask tokens normal with std
-    ``position_init_std``; LayerNorms the identity. With ``linear_init="xavier_uniform"``, the transformer's own
-    linear layers (patch embedding, attention, feed-forward) Glorot-uniform in +-sqrt(6 / (fan_in + fan_out)),
-    their biases and every other layer as before."""
-    for linear_init in ("pytorch", "xavier_uniform"):
+    ``position_init_std``; LayerNorms the identity. With ``linear_init="xavier_uniform"`` (a ViT's default with
+    its patch norms, ``linear_init=None``, but in segmentation), the transformer's own linear layers (patch embedding, attention,
+    feed-forward) Glorot-uniform in +-sqrt(6 / (fan_in + fan_out)), their biases and every other layer as before."""
+    for linear_init in ("pytorch", "xavier_uniform") + ((None,) if family != "crossvit" else ()):
         _check_init_weights(family, linear_init)
 
 
 def _check_init_weights(family, linear_init):
     model = TABLE[family].head(TABLE[family].config(dim=64, heads=2, dim_head=32, mlp_dim=128, linear_init=linear_init)
                                if family != "crossvit" else TABLE[family].config(linear_init=linear_init))
+    if linear_init is None:
+        assert model.config.patch_norm  # every ViT family of the table has the patch norms
+        linear_init = "pytorch" if isinstance(model, VitxForSemanticSegmentation) else "xavier_uniform"
     landmark = getattr(model.config, "encoder", None) == "landmark"
     residual_convs = [m.res_conv for m in model.modules() if getattr(m, "res_conv", None) is not None]
     assert bool(residual_convs) == landmark
@@ -157,7 +161,7 @@ def test_mimetic_attention_init():
                 assert query_key == pytest.approx(0.7, abs=0.1) and value_output == pytest.approx(-0.4, abs=0.05)
             else:
                 assert abs(query_key) < 0.1 and abs(value_output) < 0.1
-                bound = _fan_in_bound(layer.attention.to_qkv)
+                bound = _xavier_bound(layer.attention.to_qkv)  # the default linear_init with the patch norms
                 assert 0.9 * bound < layer.attention.to_qkv.weight.abs().max() <= bound
     crossvit = TABLE["crossvit"]
     for options, start in (({}, "random"), ({"attention_init": "mimetic"}, "mimetic")):
@@ -171,8 +175,45 @@ def test_mimetic_attention_init():
                 assert abs(query_key) < 0.15 and abs(value_output) < 0.1
     with pytest.raises(ValueError, match=r"`attention_init` must be None, 'mimetic' or 'random', got 'eye'"):
         VitxConfig(**landmark, attention_init="eye")
-    with pytest.raises(ValueError, match=r"`linear_init` must be 'pytorch' or 'xavier_uniform', got 'he'"):
+    with pytest.raises(ValueError, match=r"`linear_init` must be None, 'pytorch' or 'xavier_uniform', got 'he'"):
         VitxConfig(**landmark, linear_init="he")
+    with pytest.raises(ValueError, match=r"`linear_init` must be 'pytorch' or 'xavier_uniform', got None"):
+        TABLE["crossvit"].config(linear_init=None)
+
+
+def test_default_linear_init_follows_the_patch_embedding(tmp_path):
+    """``linear_init=None``: Glorot's draw for a ViT with the patch norms, PyTorch's for the classic ViT
+    (``patch_norm=False``); the config keeps None through a save, so a loaded folder's new head is drawn the same
+    way again."""
+    bounds = {}
+    for patch_norm in (True, False):
+        torch.manual_seed(0)
+        model = VitxForImageClassification(VitxConfig(**tiny_vit_kwargs(dim=64, heads=2, dim_head=32, mlp_dim=256),
+                                                      patch_norm=patch_norm))
+        assert model.config.linear_init is None
+        fc2 = model.vitx.encoder.layers[0].feed_forward.fc2  # 256 -> 64: the two draws' bounds differ by 1.6x
+        bounds[patch_norm] = fc2.weight.abs().max().item()
+        expected = _xavier_bound(fc2) if patch_norm else _fan_in_bound(fc2)
+        assert 0.95 * expected < bounds[patch_norm] <= expected
+    model.save_pretrained(tmp_path)
+    assert VitxConfig.from_pretrained(tmp_path).linear_init is None
+
+
+@pytest.mark.parametrize("model_class", [VitxForSemanticSegmentation, VitxBackbone])
+def test_dense_prediction_models_take_none_as_pytorchs_draw(model_class, tmp_path):
+    """``linear_init=None`` in a segmentation model or a backbone: PyTorch's draw with the patch norms too (Glorot's
+    holds segmentation back), recorded in the model's config, a copy: the caller's config stays None. A value
+    given is kept."""
+    for given, draw in ((None, "pytorch"), ("pytorch", "pytorch"), ("xavier_uniform", "xavier_uniform")):
+        config = VitxConfig(**tiny_vit_kwargs(dim=64, heads=2, dim_head=32, mlp_dim=256), linear_init=given)
+        torch.manual_seed(0)
+        model = model_class(config)
+        assert config.linear_init == given and model.config.linear_init == draw
+        fc2 = model.vitx.encoder.layers[0].feed_forward.fc2
+        expected = _xavier_bound(fc2) if draw == "xavier_uniform" else _fan_in_bound(fc2)
+        assert 0.95 * expected < fc2.weight.abs().max().item() <= expected
+    model.save_pretrained(tmp_path)
+    assert VitxConfig.from_pretrained(tmp_path).linear_init == "xavier_uniform"
 
 
 def test_init_weights_follow_the_config():
@@ -189,15 +230,15 @@ def test_init_weights_follow_the_config():
 
 
 def test_fresh_weights_are_drawn_like_vit_pytorchs():
-    """A fresh vitx ViT and a fresh vit-pytorch ViT of the same sizes: each weight drawn from the same law
-    (compared through the converter's name mapping)."""
+    """A fresh vitx ViT with ``linear_init="pytorch"`` and a fresh vit-pytorch ViT of the same sizes: each weight
+    drawn from the same law (compared through the converter's name mapping)."""
     vit_pytorch = pytest.importorskip("vit_pytorch")
     from convert_vit_pytorch import convert
     kwargs = dict(image_size=32, patch_size=4, num_classes=10, dim=128, depth=2, heads=4, dim_head=32, mlp_dim=256)
     torch.manual_seed(0)
     peer = vit_pytorch.ViT(**kwargs)
     converted = convert("vit", peer.state_dict(), kwargs).state_dict()
-    fresh = VitxForImageClassification(VitxConfig(**kwargs)).state_dict()
+    fresh = VitxForImageClassification(VitxConfig(**kwargs, linear_init="pytorch")).state_dict()
     assert converted.keys() == fresh.keys()
     for name, value in fresh.items():
         expected = converted[name]
