@@ -97,7 +97,8 @@ def _check_odd_kernel(name, value):
     return value
 
 
-# `linear_init`'s values; `VitxConfig` also takes None: per model (Glorot's draw for a classifier with the patch norms)
+# `linear_init`'s values; `VitxConfig` also takes None: per model (Glorot's draw with the patch norms, but
+# PyTorch's in the dense-prediction models)
 LINEAR_INITS = ("pytorch", "xavier_uniform")
 
 # `attention_init`'s values: None picks per attention (mimetic for landmark attention, random for softmax)

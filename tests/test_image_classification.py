@@ -82,9 +82,10 @@ def test_init_weights(family):
     """vit-pytorch's initialization: every linear and convolution layer uniform in +-1/sqrt(fan_in) (std
     1/sqrt(3 fan_in), PyTorch's draw) but the landmark attention's, whose residual convolution starts at zero and
     whose projections start mimetic (test_mimetic_attention_init); positions, CLS and mask tokens normal with std
-    ``position_init_std``; LayerNorms the identity. With ``linear_init="xavier_uniform"`` (a ViT's default with
-    its patch norms, ``linear_init=None``, but in segmentation), the transformer's own linear layers (patch embedding, attention,
-    feed-forward) Glorot-uniform in +-sqrt(6 / (fan_in + fan_out)), their biases and every other layer as before."""
+    ``position_init_std``; LayerNorms the identity. With ``linear_init="xavier_uniform"`` (what None means for a
+    ViT with its patch norms, the segmentation model aside), the transformer's own linear layers (patch embedding,
+    attention, feed-forward) Glorot-uniform in +-sqrt(6 / (fan_in + fan_out)), their biases and every other layer
+    as before."""
     for linear_init in ("pytorch", "xavier_uniform") + ((None,) if family != "crossvit" else ()):
         _check_init_weights(family, linear_init)
 
